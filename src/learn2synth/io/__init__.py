@@ -1,0 +1,33 @@
+"""Reading and writing images and label maps, checking them, remapping labels, finding files.
+
+Everything a user can get wrong (a missing file, a corrupted NIfTI, labels with NaN) raises
+:class:`learn2synth.errors.InputError` naming the file and the problem.
+"""
+
+from learn2synth.io.atomic import atomic_path
+from learn2synth.io.discover import list_files, nonempty_slices, slices_3d_to_2d
+from learn2synth.io.formats import SUPPORTED, read_image, supported_extension, write_image
+from learn2synth.io.labels import LabelMapping, load_label_mapping
+from learn2synth.io.npz import read_npz, write_npz
+from learn2synth.io.validate import check_image, check_label_map, check_pair
+from learn2synth.io.volume import Volume, squeeze_2d
+
+__all__ = [
+    "SUPPORTED",
+    "LabelMapping",
+    "Volume",
+    "atomic_path",
+    "check_image",
+    "check_label_map",
+    "check_pair",
+    "list_files",
+    "load_label_mapping",
+    "nonempty_slices",
+    "read_image",
+    "read_npz",
+    "slices_3d_to_2d",
+    "squeeze_2d",
+    "supported_extension",
+    "write_image",
+    "write_npz",
+]
