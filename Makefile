@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/learn2synth demo --out demo_out
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
