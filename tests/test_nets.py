@@ -49,6 +49,13 @@ def test_functional_call_and_double_backward(dims):
         torch.testing.assert_close(a, (gp - gm) / (2 * h), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize(("act", "cls"), [("gelu", torch.nn.GELU), ("prelu", torch.nn.PReLU), ("silu", None)])
+def test_activation(act, cls):
+    net = build_segmenter(2, 1, 2, channels=(4, 8), act=act)
+    names = {type(m).__name__ for m in net.modules()}
+    assert (cls.__name__ if cls else "Swish") in names
+
+
 def test_dropout_is_applied():
     net = build_segmenter(2, 1, 2, channels=(4, 8), dropout=0.5)
     x = torch.randn(1, 1, 8, 8)
@@ -77,6 +84,7 @@ def test_batch_norm_refused_with_reason():
         ({"num_res_units": -1}, "net.num_res_units"),
         ({"norm": "group"}, "net.norm"),
         ({"dropout": 1.0}, "net.dropout"),
+        ({"act": "softmax"}, "net.act"),
     ],
 )
 def test_bad_arguments(kw, key):

@@ -42,9 +42,7 @@ def one_hot(target: Tensor, num_classes: int, dtype: torch.dtype = torch.float32
     return torch.zeros(shape, dtype=dtype, device=target.device).scatter_(1, target.long(), 1.0)
 
 
-def soft_dice_loss(
-    logits: Tensor, target: Tensor, *, smooth: float = 1e-5, include_background: bool = True
-) -> Tensor:
+def soft_dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1e-5, include_background: bool = True) -> Tensor:
     """``1 - mean Dice`` between softmax probabilities and the one-hot target.
 
     Per image ``b`` and class ``c``: ``dice = (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` over the
@@ -147,9 +145,7 @@ def get_loss(name: str, **options) -> LossFn:
     accepted = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
     for key, value in options.items():
         if key not in accepted:
-            raise ConfigError(
-                f"loss.{key}", f"not an option of loss {name!r}; its options are {', '.join(accepted)}"
-            )
+            raise ConfigError(f"loss.{key}", f"not an option of loss {name!r}; its options are {', '.join(accepted)}")
         test, must = _OPTION_CHECKS[key]
         try:
             ok = bool(test(value))

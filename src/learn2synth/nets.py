@@ -15,6 +15,11 @@ from learn2synth.errors import ConfigError
 
 #: Normalizations offered by :func:`build_segmenter`.
 NORMS = ("instance", "none")
+#: Activations offered by :func:`build_segmenter` (MONAI names). Smooth ones (gelu, silu, elu, tanh) give a
+#: hypergradient that is continuous in the augmentation parameters; with piecewise-linear ones (prelu, relu,
+#: leakyrelu) the inner gradient jumps where a pre-activation changes sign, so the hypergradient is only defined
+#: almost everywhere and finite differences across a kink are meaningless.
+ACTIVATIONS = ("prelu", "relu", "leakyrelu", "elu", "gelu", "silu", "tanh")
 
 
 def build_segmenter(
@@ -26,6 +31,7 @@ def build_segmenter(
     num_res_units: int = 1,
     norm: str = "instance",
     dropout: float = 0.0,
+    act: str = "prelu",
 ) -> nn.Module:
     """A MONAI U-Net mapping ``(B, in_channels, *spatial)`` images to ``(B, out_channels, *spatial)`` logits.
 
@@ -44,6 +50,8 @@ def build_segmenter(
             differ between modes.
         dropout: dropout probability in ``[0, 1)``. With dropout, the meta-step replays the global RNG state
             so every evaluation of the synthetic loss sees the same mask.
+        act: activation, one of :data:`ACTIVATIONS` (``"prelu"`` is MONAI's default; prefer a smooth one such
+            as ``"gelu"`` when the hypergradient matters, see :data:`ACTIVATIONS`).
 
     Returns:
         The network, in training mode.
@@ -90,6 +98,8 @@ def build_segmenter(
         raise ConfigError("net.norm", f"must be one of {', '.join(NORMS)}; got {norm!r}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError("net.dropout", f"must be in [0, 1), got {dropout!r}")
+    if act not in ACTIVATIONS:
+        raise ConfigError("net.act", f"must be one of {', '.join(ACTIVATIONS)}; got {act!r}")
 
     monai_norm = ("instance", {"affine": False, "track_running_stats": False}) if norm == "instance" else None
     return UNet(
@@ -101,4 +111,5 @@ def build_segmenter(
         num_res_units=num_res_units,
         norm=monai_norm,
         dropout=dropout,
+        act="swish" if act == "silu" else act,  # MONAI calls SiLU "swish"
     )
