@@ -94,6 +94,7 @@ def _point(opt, steps_before=1):
     params = {
         "w": torch.randn(3, 2, generator=g, dtype=torch.float64),
         "b": torch.randn(2, generator=g, dtype=torch.float64),
+        "a": torch.randn(1, generator=g, dtype=torch.float64),  # 1-element tensors trip some foreach backwards
     }
     state = opt.init(params)
     for _ in range(steps_before):

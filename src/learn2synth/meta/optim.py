@@ -290,9 +290,13 @@ class Adam(FunctionalOptimizer):
         # sqrt(v / bc2 + eps_root) written as sqrt(v + eps_root * bc2) / sqrt(bc2): the same operations as
         # torch when eps_root = 0.
         radicand = torch._foreach_add(v, self.eps_root * bias_correction2) if self.eps_root else v
-        root = _safe_sqrt(radicand) if _needs_graph(p, g, m, v) else torch._foreach_sqrt(radicand)
+        graph = _needs_graph(p, g, m, v)
+        root = _safe_sqrt(radicand) if graph else torch._foreach_sqrt(radicand)
         denom = torch._foreach_add(torch._foreach_div(root, math.sqrt(bias_correction2)), self.eps)
-        new_p = torch._foreach_addcdiv(p, m, denom, value=-self.lr / bias_correction1)
+        # Not _foreach_addcdiv: in torch 2.13 its backward fails on lists holding a 1-element tensor (IndexError
+        # in select()), e.g. a PReLU weight. The same operations with and without a graph, so that the exact
+        # meta-step's update is bit-for-bit the plain step's.
+        new_p = torch._foreach_add(p, torch._foreach_div(m, denom), alpha=-self.lr / bias_correction1)
         new_state = {
             "step": step,
             "exp_avg": dict(zip(keys, m, strict=True)),
