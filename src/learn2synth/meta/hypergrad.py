@@ -1,0 +1,251 @@
+"""The meta-step: one inner update of the segmenter and the hypergradient of the real loss after it.
+
+Notation (see DESIGN.md): ``phi`` are the segmenter's parameters, ``theta`` the augmenter's. One meta-step does
+
+    g    = d loss_synth(phi, theta) / d phi
+    phi' = update(phi, g, state)                       (the functional optimizer, meta.optim)
+    hypergrads = d [alpha * loss_real(phi'(theta))] / d theta
+
+and keeps ``phi'`` (detached): the real images never change ``phi``. ``phi'`` and the optimizer state are exactly
+those of :func:`plain_step` on ``loss_synth`` alone. Two ways to get the hypergradient:
+
+- ``"exact"``: ``g`` is computed with ``create_graph=True`` and the update is differentiated by autograd.
+- ``"fd"`` (DARTS, Liu et al. 2019, https://arxiv.org/abs/1806.09055): with ``v = d alpha*loss_real / d phi'``
+  and ``w = (d phi' / d g)^T v`` (``opt.vjp``), ``hypergrads = (d/d theta) [w . g(phi, theta)]`` is estimated
+  by the central difference ``(grad_theta loss_synth(phi + eps w) - grad_theta loss_synth(phi - eps w)) / 2 eps``,
+  ``eps = 0.01 / ||w||`` by default. No second-order graph, so its memory stays close to a plain step's.
+
+The losses are closures over a FIXED batch and augmentation draw (replay the same noise, generator state, ...):
+``synth_loss(phi)`` evaluates the augmenter (whose parameters are ``theta``) then the segmenter at ``phi``, e.g.
+``loss_fn(functional_call(net, phi, (augmenter(x, noise),)), y)``; ``real_loss(phi)`` evaluates the segmenter on
+real data. In ``"fd"`` mode ``synth_loss`` is evaluated three times; the global RNG state is replayed so that
+dropout draws the same mask each time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from learn2synth.errors import ConfigError
+from learn2synth.meta.optim import FunctionalOptimizer, detach_state
+from learn2synth.rng import capture_rng_state, restore_rng_state
+
+__all__ = ["MetaResult", "StepResult", "meta_step", "plain_step", "MODES"]
+
+Params = dict[str, Tensor]
+State = dict[str, Any]
+LossOfParams = Callable[[Params], Tensor]
+
+MODES = ("exact", "fd")
+
+
+@dataclass
+class StepResult:
+    """Output of :func:`plain_step`.
+
+    Attributes:
+        new_params: updated parameters: detached from any graph, leaves with ``requires_grad=True``.
+        new_opt_state: optimizer state after the step (detached).
+        loss: the loss at the parameters before the step.
+    """
+
+    new_params: Params
+    new_opt_state: State
+    loss: float
+
+
+@dataclass
+class MetaResult:
+    """Output of :func:`meta_step`.
+
+    Attributes:
+        new_params: ``phi'``, the plain update from the synthetic loss: detached, leaves with
+            ``requires_grad=True``.
+        new_opt_state: optimizer state after that update (detached).
+        hypergrads: ``d [alpha * loss_real(phi'(theta))] / d theta``, one tensor per ``theta`` entry (zeros
+            for an entry the losses do not depend on).
+        loss_synth: synthetic loss at ``phi``.
+        loss_real: real loss at ``phi'`` (without ``alpha``).
+    """
+
+    new_params: Params
+    new_opt_state: State
+    hypergrads: list[Tensor]
+    loss_synth: float
+    loss_real: float
+
+
+def _leaves(params: Params) -> Params:
+    """``params`` itself if every entry already requires grad (no copy), else detached leaves that do."""
+    if all(p.requires_grad for p in params.values()):
+        return params
+    return {k: p.detach().requires_grad_(True) for k, p in params.items()}
+
+
+def _grads(loss: Tensor, inputs: Sequence[Tensor], create_graph: bool = False) -> list[Tensor]:
+    grads = torch.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
+
+
+def _detached_leaves(params: Params) -> Params:
+    return {k: p.detach().requires_grad_(True) for k, p in params.items()}
+
+
+def _check_net(net: nn.Module) -> None:
+    """Refuse modules whose forward pass updates buffers (batch norm running statistics in training mode)."""
+    for name, module in net.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats:
+            raise ConfigError(
+                "net.norm",
+                f"module {name!r} is a batch norm that updates running statistics at every forward pass; "
+                "the meta-step evaluates the network several times per step, use instance norm or none",
+            )
+
+
+def plain_step(
+    net: nn.Module, params: Params, opt: FunctionalOptimizer, opt_state: State, loss: LossOfParams
+) -> StepResult:
+    """One optimizer step on ``loss(params)``: the update of the methods without a meta-step.
+
+    Args:
+        net: the module ``params`` belong to (``loss`` evaluates it with ``functional_call``).
+        params: parameters, by name.
+        opt: functional optimizer.
+        opt_state: its state.
+        loss: ``params -> scalar loss``.
+    """
+    _check_net(net)
+    phi = _leaves(params)
+    keys = list(phi)
+    value = loss(phi)
+    grads = _grads(value, list(phi.values()))
+    with torch.no_grad():
+        new_params, new_state = opt.step(phi, dict(zip(keys, grads, strict=True)), opt_state)
+    return StepResult(_detached_leaves(new_params), detach_state(new_state), float(value.detach()))
+
+
+def meta_step(
+    net: nn.Module,
+    params: Params,
+    opt: FunctionalOptimizer,
+    opt_state: State,
+    synth_loss: LossOfParams,
+    real_loss: LossOfParams,
+    theta: Sequence[Tensor],
+    mode: str = "exact",
+    alpha: float = 1.0,
+    fd_eps: float | None = None,
+) -> MetaResult:
+    """Inner update of ``phi`` on the synthetic loss and hypergradient of the real loss w.r.t. ``theta``.
+
+    Args:
+        net: the segmenter ``params`` belong to (the losses evaluate it with ``functional_call``).
+        params: ``phi``, by name. If every entry requires grad they are used as they are, else as detached
+            leaves; they are never modified and never receive a ``.grad``.
+        opt: functional optimizer of ``phi``.
+        opt_state: its state.
+        synth_loss: ``phi -> loss_synth(phi, theta)`` on a fixed synthetic batch and augmentation draw; depends
+            on ``theta`` through the augmenter's parameters.
+        real_loss: ``phi' -> loss_real(phi')``.
+        theta: augmenter parameters (leaf tensors with ``requires_grad=True``).
+        mode: ``"exact"`` (second-order autograd) or ``"fd"`` (finite differences, no second-order graph).
+        alpha: weight of the real loss; the hypergradients are linear in it.
+        fd_eps: step along ``w`` in ``"fd"`` mode (the perturbation is ``fd_eps * w``); default
+            ``0.01 / ||w||``.
+
+    Returns:
+        :class:`MetaResult`.
+    """
+    if mode not in MODES:
+        raise ConfigError("meta.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if fd_eps is not None and not fd_eps > 0:
+        raise ConfigError("meta.fd_eps", f"must be > 0, got {fd_eps!r}")
+    theta = list(theta)
+    if not all(t.requires_grad for t in theta):
+        raise ValueError("every theta tensor must require grad")
+    _check_net(net)
+    phi = _leaves(params)
+    if mode == "exact":
+        return _exact(phi, opt, opt_state, synth_loss, real_loss, theta, alpha)
+    return _finite_difference(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, fd_eps)
+
+
+def _exact(
+    phi: Params,
+    opt: FunctionalOptimizer,
+    opt_state: State,
+    synth_loss: LossOfParams,
+    real_loss: LossOfParams,
+    theta: list[Tensor],
+    alpha: float,
+) -> MetaResult:
+    keys = list(phi)
+    loss_s = synth_loss(phi)
+    grads = _grads(loss_s, list(phi.values()), create_graph=True)
+    new_params, new_state = opt.step(phi, dict(zip(keys, grads, strict=True)), opt_state)
+    loss_r = real_loss(new_params)
+    hypergrads = _grads(alpha * loss_r, theta)
+    return MetaResult(
+        new_params=_detached_leaves(new_params),
+        new_opt_state=detach_state(new_state),
+        hypergrads=hypergrads,
+        loss_synth=float(loss_s.detach()),
+        loss_real=float(loss_r.detach()),
+    )
+
+
+def _finite_difference(
+    phi: Params,
+    opt: FunctionalOptimizer,
+    opt_state: State,
+    synth_loss: LossOfParams,
+    real_loss: LossOfParams,
+    theta: list[Tensor],
+    alpha: float,
+    fd_eps: float | None,
+) -> MetaResult:
+    keys = list(phi)
+    phi_list = [p.detach() for p in phi.values()]
+    # Replaying the RNG makes the three synth_loss evaluations draw the same dropout mask (if any), and leaves
+    # the RNG where the exact mode leaves it (after one synthetic and one real evaluation).
+    rng_before_synth = capture_rng_state()
+    loss_s = synth_loss(phi)
+    grads = dict(zip(keys, _grads(loss_s, list(phi.values())), strict=True))
+    with torch.no_grad():
+        new_params, new_state = opt.step(phi, grads, opt_state)
+    new_params = _detached_leaves(new_params)
+    loss_r = real_loss(new_params)
+    v = dict(zip(keys, _grads(alpha * loss_r, list(new_params.values())), strict=True))
+    rng_after_real = capture_rng_state()
+
+    w = opt.vjp(phi, grads, opt_state, v)
+    del v, grads
+    w_list = [w[k] for k in keys]
+    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(w_list)))) if w_list else 0.0
+    if norm == 0.0 or not math.isfinite(norm):
+        # the real loss is flat in phi' (or w overflowed): nothing to difference
+        hypergrads = [torch.zeros_like(t) for t in theta]
+    else:
+        eps = fd_eps if fd_eps is not None else 0.01 / norm
+        sides = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                shifted = dict(zip(keys, torch._foreach_add(phi_list, w_list, alpha=sign * eps), strict=True))
+            restore_rng_state(rng_before_synth)
+            sides.append(_grads(synth_loss(shifted), theta))
+            del shifted
+        restore_rng_state(rng_after_real)
+        hypergrads = torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps)
+    return MetaResult(
+        new_params=new_params,
+        new_opt_state=detach_state(new_state),
+        hypergrads=list(hypergrads),
+        loss_synth=float(loss_s.detach()),
+        loss_real=float(loss_r.detach()),
+    )
