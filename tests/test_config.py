@@ -376,7 +376,7 @@ junk = st.recursive(junk_leaves, lambda inner: st.lists(inner, max_size=3) | st.
     | st.text(max_size=4) | st.integers(-2, 2) | st.none(), inner, max_size=4), max_leaves=12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(section(Experiment))
 def test_valid_data_round_trips(data):
     cfg = from_dict(Experiment, data)
@@ -386,7 +386,7 @@ def test_valid_data_round_trips(data):
     assert to_dict(from_dict(Experiment, plain)) == plain
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(section(Experiment))
 def test_valid_data_round_trips_through_a_yaml_file(tmp_path, data):
     cfg = from_dict(Experiment, data)
@@ -394,7 +394,7 @@ def test_valid_data_round_trips_through_a_yaml_file(tmp_path, data):
     assert load_config(Experiment, path) == cfg
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(junk)
 def test_junk_data_raises_only_config_errors(data):
     try:
@@ -405,7 +405,7 @@ def test_junk_data_raises_only_config_errors(data):
         assert from_dict(Experiment, to_dict(cfg)) == cfg
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(max_size=12) | st.sampled_from(["train.steps=", "train.optim=[", "a.b=c", "x=&a [*a]",
                                                       "train=3", "train.steps.x=1", "sizes={a: 1}"]),
                 max_size=4))
@@ -416,7 +416,7 @@ def test_junk_overrides_raise_only_config_errors(overrides):
         pass
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(st.characters(codec="utf-8"), max_size=40)
        | st.lists(st.sampled_from(["a:", " b", ": [", "]", "{", "}", "&x", "*x", "!!", "- ", "\n", "  ", "1e3",
                                    "name", "train", "steps", "?", ",", "'", '"', "#", "<<"]),
