@@ -227,3 +227,14 @@ def test_prune_keeps_the_newest_snapshots_and_last(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["last.pt", "notes.txt"]
     with pytest.raises(ValueError, match="keep"):
         prune_checkpoints(tmp_path, keep=-1)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_saved_file_follows_the_umask_like_any_other_file(tmp_path):
+    """Colleagues on a shared cluster can read checkpoints when the umask lets them (mkstemp would give 0600)."""
+    old = os.umask(0o022)
+    try:
+        path = small_save(tmp_path / "a.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

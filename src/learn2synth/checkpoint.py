@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -71,9 +71,10 @@ def save_checkpoint(path: str | os.PathLike, *, config: dict, step: int, state: 
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "learn2synth_version": __version__, "config": config,
                "step": int(step), "state": state, "rng": rng, "extra": {} if extra is None else extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # a unique name opened with "x" rather than mkstemp, whose files are private (0600) whatever the umask
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with os.fdopen(fd, "wb") as file:
+        with open(tmp, "xb") as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
@@ -83,7 +84,7 @@ def save_checkpoint(path: str | os.PathLike, *, config: dict, step: int, state: 
                             f"{', '.join(unsafe)}; store plain types (tensors, numbers, str, lists, dicts)")
         os.replace(tmp, path)
     except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
     return path
