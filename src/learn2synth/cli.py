@@ -44,6 +44,40 @@ def _run_synth(args) -> int:
     return run_synth(args)
 
 
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a segmenter with one method (synthseg, real, mixed, finetune, learn2synth)",
+                       description="Train from a YAML config (see configs/). Writes checkpoints, metrics.csv and "
+                                   "TensorBoard logs to --out; --resume continues from the newest checkpoint.")
+    p.add_argument("--config", help="YAML config (e.g. configs/learn2synth.yaml); defaults apply without one")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import latest_checkpoint
+    from .errors import InputError
+    from .train import train
+    from .train_config import load_train_config
+
+    config = load_train_config(args.config, args.set)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if not args.resume and out.is_dir() and latest_checkpoint(out) is not None:
+        raise InputError(out, "already holds a run; pass --resume to continue it or choose another --out")
+    metrics = train(config, out, resume=args.resume, progress=not args.quiet)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+    print(f"{config.method}: {shown}; checkpoints and metrics.csv in {out}")
+    return 0
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="the main job: learn the synthesis on procedural phantoms",
                        description="Learn2Synth parameter recovery on procedural phantoms: learns a hidden noise "
@@ -69,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"learn2synth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _synth_parser(sub)
+    _train_parser(sub)
     _demo_parser(sub)
     return parser
 

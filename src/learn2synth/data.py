@@ -1,0 +1,176 @@
+"""Training data: a pool of label maps for synthesis, and real labeled examples split by subject.
+
+Both pools live in memory as lists of tensors and hand out batches of random crops (padded with zeros when
+an example is smaller than the crop) drawn with the run's explicit generator, so a resumed run draws the
+same batches. 3D volumes are cut into 2D slices (along ``data.slice_axis``, label-bearing slices only) when
+the network is 2D. Real images are normalized per example exactly like the synthetic ones
+(``synth.normalize``), and :mod:`learn2synth.inference` applies the same normalization.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+
+def random_crop_params(shape: Sequence[int], size: Sequence[int], generator: torch.Generator) -> list[int]:
+    """Top-left corner of a random crop of ``size`` in ``shape`` (0 where the example is smaller)."""
+    pairs = zip(shape, size, strict=True)
+    return [int(torch.randint(max(s - c, 0) + 1, (1,), generator=generator)) for s, c in pairs]
+
+
+def crop_or_pad(x: torch.Tensor, corner: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    """Crop ``x`` (C, *spatial) at ``corner`` to ``size``, padding with zeros (centred) where it is smaller."""
+    index = tuple(slice(c, c + s) for c, s in zip(corner, size, strict=True))
+    x = x[(slice(None), *index)]
+    pad = []
+    for have, want in zip(reversed(x.shape[1:]), reversed(list(size)), strict=True):
+        missing = want - have
+        pad += [missing // 2, missing - missing // 2]
+    return torch.nn.functional.pad(x, pad) if any(pad) else x
+
+
+@dataclass
+class LabelPool:
+    """Label maps (each (1, *spatial), int64) for synthesis."""
+
+    maps: list[torch.Tensor]
+
+    def batch(self, n: int, size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        picks = torch.randint(len(self.maps), (n,), generator=generator).tolist()
+        out = []
+        for i in picks:
+            corner = random_crop_params(self.maps[i].shape[1:], size, generator)
+            out.append(crop_or_pad(self.maps[i], corner, size))
+        return torch.stack(out)
+
+
+@dataclass
+class RealPool:
+    """Real (image, label) examples, each (1, *spatial), with the subject each belongs to."""
+
+    images: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    subjects: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, n: int, size: Sequence[int], generator: torch.Generator):
+        picks = torch.randint(len(self.images), (n,), generator=generator).tolist()
+        xs, ys = [], []
+        for i in picks:
+            corner = random_crop_params(self.images[i].shape[1:], size, generator)
+            xs.append(crop_or_pad(self.images[i], corner, size))
+            ys.append(crop_or_pad(self.labels[i], corner, size))
+        return torch.stack(xs), torch.stack(ys)
+
+    def subset(self, keep: Sequence[int]) -> RealPool:
+        return RealPool([self.images[i] for i in keep], [self.labels[i] for i in keep],
+                        [self.subjects[i] for i in keep])
+
+    def split_by_subject(self, val_fraction: float, seed: int) -> tuple[RealPool, RealPool | None]:
+        """Hold out whole subjects (never slices of one subject on both sides)."""
+        subjects = sorted(set(self.subjects))
+        n_val = int(round(val_fraction * len(subjects)))
+        if len(subjects) < 2 or n_val == 0:
+            return self, None
+        n_val = min(n_val, len(subjects) - 1)
+        order = torch.randperm(len(subjects), generator=torch.Generator().manual_seed(seed)).tolist()
+        val_subjects = {subjects[i] for i in order[:n_val]}
+        train = [i for i, s in enumerate(self.subjects) if s not in val_subjects]
+        val = [i for i, s in enumerate(self.subjects) if s in val_subjects]
+        return self.subset(train), self.subset(val)
+
+
+def _as_examples(array: np.ndarray, spatial_dims: int, axis: int, path, keep=None) -> list[np.ndarray]:
+    """One 3D volume or 2D image -> the list of examples the network sees (2D slices for a 2D network)."""
+    from .io import slices_3d_to_2d, squeeze_2d
+
+    if array.ndim == 3 and 1 in array.shape:
+        array = squeeze_2d(array)
+    if array.ndim == spatial_dims:
+        return [array]
+    if array.ndim == 3 and spatial_dims == 2:
+        return slices_3d_to_2d(array, axis, keep=keep)
+    raise InputError(path, f"has shape {array.shape}, which a {spatial_dims}D network cannot use")
+
+
+def load_label_pool(source: str, spatial_dims: int, axis: int) -> LabelPool:
+    """Read every label map of ``source`` (file, folder or glob), checked, sliced for 2D networks."""
+    from .io import check_label_map, list_files, read_image
+
+    maps = []
+    for path in list_files(source):
+        labels = check_label_map(read_image(path).array, path)
+        for ex in _as_examples(labels, spatial_dims, axis, path, keep=labels):
+            maps.append(torch.from_numpy(np.ascontiguousarray(ex)).long()[None])
+    return LabelPool(maps)
+
+
+def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
+    """(image, label, subject) triples from a YAML or CSV manifest, or a folder with images/ and labels/.
+
+    YAML: ``pairs:`` followed by a list of ``{image: ..., label: ..., subject: ...}`` (subject optional:
+    defaults to the image file name). CSV: columns ``image,label[,subject]``. Relative paths are relative to
+    the manifest's folder.
+    Folder: ``images/`` and ``labels/`` hold files paired in sorted order (the counts must match).
+    """
+    from .config import load_yaml
+    from .io import list_files
+
+    path = Path(source)
+    if path.is_dir():
+        images, labels = list_files(path / "images"), list_files(path / "labels")
+        if len(images) != len(labels):
+            raise InputError(path, f"images/ has {len(images)} files but labels/ has {len(labels)}")
+        return [(i, lab, i.name.split(".")[0]) for i, lab in zip(images, labels, strict=True)]
+    if not path.is_file():
+        raise InputError(path, "no such manifest file or folder")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        rows = load_yaml(path).get("pairs")
+    elif path.suffix.lower() == ".csv":
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        raise InputError(path, "manifest must be .yaml, .yml or .csv (or a folder with images/ and labels/)")
+    if not isinstance(rows, list) or not rows:
+        raise InputError(path, "manifest needs a non-empty list of {image, label[, subject]} (YAML: under 'pairs')")
+    out = []
+    for k, row in enumerate(rows):
+        if not isinstance(row, dict) or "image" not in row or "label" not in row:
+            raise InputError(path, f"entry {k + 1} needs 'image' and 'label'")
+        image, label = (path.parent / str(row[key]) for key in ("image", "label"))
+        for p in (image, label):
+            if not p.exists():
+                raise InputError(path, f"entry {k + 1}: file {p} does not exist")
+        out.append((image, label, str(row.get("subject") or image.name.split(".")[0])))
+    return out
+
+
+def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str, mapping=None) -> RealPool:
+    """Read, check, remap and normalize every (image, label) pair of a manifest or folder."""
+    from .io import check_image, check_label_map, check_pair, read_image
+    from .synth.normalize import normalize
+
+    images, labels, subjects = [], [], []
+    for image_path, label_path, subject in read_manifest(source):
+        image = check_image(read_image(image_path).array, image_path)
+        label = check_label_map(read_image(label_path).array, label_path)
+        check_pair(image, label, image_path, label_path)
+        if mapping is not None:
+            label = mapping(label, path=label_path)
+        for x, y in zip(_as_examples(image, spatial_dims, axis, image_path, keep=label),
+                        _as_examples(label, spatial_dims, axis, label_path, keep=label), strict=True):
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+            images.append(normalize(x, normalize_kind)[0])
+            labels.append(torch.from_numpy(np.ascontiguousarray(y)).long()[None])
+            subjects.append(subject)
+    return RealPool(images, labels, subjects)

@@ -1,0 +1,64 @@
+"""What a training step works with: the segmenter's parameters and optimizer, the data, the augmenter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..data import LabelPool, RealPool
+from ..meta.hypergrad import plain_step
+from ..meta.optim import FunctionalOptimizer
+from ..synth import Synthesizer, deformation_grid, sample_deform, warp
+
+
+@dataclass
+class Run:
+    """The state a method's step reads and advances. ``params``/``opt_state`` are replaced after each update."""
+
+    config: Any  # TrainConfig
+    net: nn.Module
+    params: dict[str, torch.Tensor]
+    opt: FunctionalOptimizer
+    opt_state: dict
+    loss_fn: Any
+    synth: Synthesizer
+    labels: LabelPool
+    real: RealPool | None
+    generator: torch.Generator
+    device: torch.device
+    augmenter: nn.Module | None = None
+    aug_opt: torch.optim.Optimizer | None = None
+
+    def logits(self, params: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.net, params, (x,))
+
+    def loss(self, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.logits(params, x), y)
+
+    def synth_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch synthesized from random crops of the label pool."""
+        cfg = self.config
+        labels = self.labels.batch(n or cfg.batch_size, cfg.data.shape, self.generator).to(self.device)
+        image, target, _ = self.synth(labels, self.generator)
+        return image, target
+
+    def real_batch(self, n: int | None = None, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random crops of real examples; ``augment`` adds a mild random deformation (same for image and label)."""
+        x, y = self.real.batch(n or self.config.real_batch_size, self.config.data.shape, self.generator)
+        x, y = x.to(self.device), y.to(self.device)
+        if augment:
+            params = sample_deform(x.shape[0], x.shape[2:], rotation=10.0, scaling=0.1, shear=0.01, elastic_std=2.0,
+                                   generator=self.generator)
+            grid = deformation_grid(params, x.shape[2:])
+            x, y = warp(x, grid), warp(y, grid)
+        return x, y
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One plain optimizer step of the segmenter on (x, y); returns the loss before the step."""
+        result = plain_step(self.net, self.params, self.opt, self.opt_state, lambda p: self.loss(p, x, y))
+        self.params, self.opt_state = result.new_params, result.new_opt_state
+        return result.loss

@@ -1,0 +1,240 @@
+"""The training loop: batch -> method step -> log -> validate -> checkpoint.
+
+``setup(config)`` builds everything a run needs (data, segmenter, optimizer, augmenter) as a
+:class:`~learn2synth.methods.Run`; ``train(config, out)`` runs the loop, resumable from the newest checkpoint
+of ``out`` and then bit-for-bit equal to an uninterrupted run on CPU (every RNG and optimizer state is saved).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .config import to_dict
+from .data import LabelPool, RealPool, load_label_pool, load_real_pool
+from .errors import InputError
+from .losses import get_loss
+from .meta.optim import get_optimizer
+from .methods import METHODS, Run
+from .metrics import dice_per_class
+from .nets import build_segmenter
+from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from .synth import Synthesizer, phantom_labels
+from .train_config import TrainConfig
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_augmenter(config: TrainConfig):
+    from .augment.parametric import ParametricAugmenter
+    from .augment.residual import ResidualAugmenter
+
+    a = config.augmenter
+    if a.kind == "residual":
+        return ResidualAugmenter(config.data.spatial_dims, channels=tuple(a.channels))
+    noise = None if a.noise == "none" else a.noise
+    noise_init = a.noise_init[0] if noise == "sigma" else tuple(a.noise_init)
+    bias_init = a.bias_init[0] if len(a.bias_init) == 1 else tuple(a.bias_init)
+    return ParametricAugmenter(noise=noise, noise_init=noise_init, bias_points=tuple(a.bias_points),
+                               bias_init=bias_init, gamma_init=a.gamma_init, blur_init=a.blur_init)
+
+
+def phantom_data(config: TrainConfig, synth: Synthesizer) -> tuple[LabelPool, RealPool, RealPool]:
+    """Label maps, and 'real' train/test images made from held-out phantoms with the hidden corruption."""
+    from .augment.parametric import ParametricAugmenter
+
+    d, pr = config.data, config.data.phantom_real
+    g = torch.Generator().manual_seed(derive_seed(config.seed, "phantoms"))
+    maps = phantom_labels(d.phantom_count, d.shape, d.n_classes, generator=g)
+    held_out = phantom_labels(pr.train_count + pr.test_count, d.shape, d.n_classes, generator=g)
+    hidden = ParametricAugmenter(noise="sigma" if pr.sigma > 0 else None, noise_init=max(pr.sigma, 1e-6),
+                                 bias_points=(2, 4, 8)[: len(pr.bias)], bias_init=tuple(pr.bias) or 0.0)
+    with torch.no_grad():
+        images = hidden(synth(held_out, g).image, g)
+    pool = RealPool(list(images), list(held_out), [f"phantom{i}" for i in range(len(images))])
+    n = pr.train_count
+    return LabelPool(list(maps)), pool.subset(range(n)), pool.subset(range(n, n + pr.test_count))
+
+
+def setup(config: TrainConfig) -> tuple[Run, RealPool | None]:
+    """Everything a run needs, freshly initialized from the config's seed; returns (run, validation pool)."""
+    d = config.data
+    device = pick_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    synth = Synthesizer(config.synth, device=device)
+    mapping = None
+    if d.label_mapping:
+        from .io import load_label_mapping
+
+        mapping = load_label_mapping(d.label_mapping)
+    if d.labels == "phantom" or d.real == "phantom":
+        labels, real, val = phantom_data(config, synth)
+    if d.labels != "phantom":
+        labels = load_label_pool(d.labels, d.spatial_dims, d.slice_axis)
+        if mapping is not None and config.synth.labels.generation_labels is None:
+            synth = Synthesizer(_with_mapping(config, labels, mapping), device=device)
+    if d.real not in (None, "phantom"):
+        pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, mapping)
+        real, val = pool.split_by_subject(d.val_fraction, config.seed)
+    elif d.real is None:
+        real, val = None, None
+
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    n = config.net
+    net = build_segmenter(d.spatial_dims, 1, d.n_classes, channels=tuple(n.channels),
+                          strides=None if n.strides is None else tuple(n.strides), num_res_units=n.num_res_units,
+                          norm=n.norm, dropout=n.dropout, act=n.act).to(device)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    opt = get_optimizer(config.optim.name, **config.optim.options())
+    augmenter = aug_opt = None
+    if config.method == "learn2synth":
+        augmenter = build_augmenter(config).to(device)
+        aug_opt = torch.optim.Adam(augmenter.parameters(), lr=config.augmenter.lr)
+    generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "train"))
+    run = Run(config, net, params, opt, opt.init(params), get_loss(config.loss), synth, labels, real, generator,
+              device, augmenter, aug_opt)
+    return run, val
+
+
+def _with_mapping(config: TrainConfig, labels: LabelPool, mapping):
+    """Synthesis config whose targets follow ``mapping``: each raw label its own intensity class."""
+    import copy
+
+    values = sorted(set(torch.cat([m.unique() for m in labels.maps]).tolist()))
+    synth_cfg = copy.deepcopy(config.synth)
+    synth_cfg.labels.generation_labels = values
+    synth_cfg.labels.segmentation_labels = [int(v) for v in mapping(torch.tensor(values))]
+    return synth_cfg
+
+
+@torch.no_grad()
+def evaluate(run: Run, pool: RealPool, batch_size: int = 16) -> dict[str, float]:
+    """Dice per class (and its mean) of the current segmenter on whole examples of ``pool``."""
+    dices = []
+    for i in range(len(pool)):
+        x, y = pool.images[i][None].to(run.device), pool.labels[i][None].to(run.device)
+        pred = run.logits(run.params, x).argmax(1, keepdim=True)
+        dices.append(dice_per_class(pred, y, run.config.data.n_classes))
+    per_class = torch.cat(dices).nanmean(0)
+    out = {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
+    out["dice_mean"] = float(per_class.nanmean())
+    return out
+
+
+def _state(run: Run) -> dict:
+    state = {"params": {k: v.detach() for k, v in run.params.items()}, "opt": run.opt.state_dict(run.opt_state)}
+    if run.augmenter is not None:
+        state["augmenter"] = run.augmenter.state_dict()
+        state["aug_opt"] = run.aug_opt.state_dict()
+    return state
+
+
+def save(run: Run, out: Path, step: int, extra: dict | None = None) -> Path:
+    path = save_checkpoint(checkpoint_path(out, step), config=to_dict(run.config), step=step, state=_state(run),
+                           rng=capture_rng_state({"train": run.generator}), extra=extra)
+    prune_checkpoints(out, run.config.keep_checkpoints)
+    return path
+
+
+def restore(run: Run, path: Path) -> int:
+    """Load a checkpoint into ``run``; returns the number of steps already done."""
+    ckpt = load_checkpoint(path, map_location=run.device)
+    state = ckpt["state"]
+    if set(state["params"]) != set(run.params):
+        raise InputError(path, "checkpoint was made for a different network; it does not match this config")
+    run.params = {k: v.to(run.device).requires_grad_(True) for k, v in state["params"].items()}
+    run.opt_state = run.opt.load_state_dict(state["opt"], run.params)
+    if run.augmenter is not None:
+        run.augmenter.load_state_dict(state["augmenter"])
+        run.aug_opt.load_state_dict(state["aug_opt"])
+    restore_rng_state(ckpt["rng"], {"train": run.generator})
+    return int(ckpt["step"])
+
+
+class CsvLog:
+    """CSV of logged values, rewritten at each checkpoint; on resume, rows logged after the checkpoint are
+    dropped, so the log of a resumed run equals that of an uninterrupted one."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.rows = []
+        if resume_step and path.exists():
+            with open(path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self.writer = None
+
+    def log(self, row: dict) -> None:
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def flush(self) -> None:
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          tensorboard: bool = True, stop_at: int | None = None) -> dict:
+    """Train one method from its config into ``out``; returns the final validation metrics (if any).
+
+    ``stop_at`` ends this call after that many steps (with a checkpoint) as if interrupted; ``resume`` then
+    continues from the newest checkpoint in ``out``.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run, val = setup(config)
+    start = 0
+    if resume and (path := latest_checkpoint(out)) is not None:
+        start = restore(run, path)
+    log = CsvLog(out / "metrics.csv", start)
+    writer = _tensorboard(out) if tensorboard else None
+    step_fn = METHODS[config.method]
+    metrics, t0 = {}, time.perf_counter()
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method, disable=not progress)
+    for step in bar:
+        values = step_fn(run, step)
+        last = step + 1 == config.steps
+        if (step + 1) % config.log_every == 0 or last:
+            log.log({"step": step + 1, **values})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(values.items())[:3]})
+            for k, v in values.items():
+                if writer is not None:
+                    writer.add_scalar(k, v, step + 1)
+        if val is not None and ((step + 1) % config.val_every == 0 or last):
+            metrics = evaluate(run, val)
+            log.log({"step": step + 1, **{f"val_{k}": v for k, v in metrics.items()}})
+            if writer is not None:
+                writer.add_scalar("val/dice_mean", metrics["dice_mean"], step + 1)
+        if (step + 1) % config.checkpoint_every == 0 or last or step + 1 == stop_at:
+            log.flush()
+            save(run, out, step + 1, extra={"metrics": metrics})
+        if step + 1 == stop_at:
+            break
+    log.flush()
+    if writer is not None:
+        writer.close()
+    metrics["seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

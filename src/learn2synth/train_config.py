@@ -1,0 +1,137 @@
+"""The training configuration schema: one tree of dataclasses from the YAML file and ``--set`` overrides.
+
+``load_train_config("configs/learn2synth.yaml", ["optim.lr=1e-3"])`` gives a validated :class:`TrainConfig`;
+the synthesis section starts from the preset named by ``synth_preset`` (see :mod:`learn2synth.synth.presets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .config import apply_overrides, from_dict, load_yaml, to_dict
+from .errors import ConfigError
+from .synth.pipeline import SynthConfig
+from .synth.presets import PRESETS, _merge
+
+POSITIVE = {"range": (0, None), "open": "low"}
+NON_NEGATIVE = {"range": (0, None)}
+FRACTION = {"range": (0, 1)}
+
+
+@dataclass
+class PhantomRealConfig:
+    """'Real' images made from held-out phantoms with a hidden corruption (the parameter-recovery setting)."""
+
+    train_count: int = field(default=8, metadata={"range": (1, None)})
+    test_count: int = field(default=32, metadata={"range": (1, None)})
+    sigma: float = field(default=0.10, metadata=NON_NEGATIVE)
+    bias: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata=NON_NEGATIVE)
+
+
+@dataclass
+class DataConfig:
+    spatial_dims: int = field(default=2, metadata={"range": (2, 3)})
+    shape: list[int] = field(default_factory=lambda: [64, 64], metadata={"range": (8, None)})
+    n_classes: int = field(default=6, metadata={"range": (2, None)})
+    # label maps for synthesis: "phantom" or a file / folder / glob
+    labels: str = "phantom"
+    phantom_count: int = field(default=64, metadata={"range": (1, None)})
+    # real labeled data: "phantom" (synthetic stand-in), a manifest (.yaml/.csv), a folder, or None
+    real: str | None = "phantom"
+    phantom_real: PhantomRealConfig = field(default_factory=PhantomRealConfig)
+    label_mapping: str | None = None  # YAML file mapping label values to classes (applied to labels and real)
+    slice_axis: int = field(default=2, metadata={"range": (0, 2)})
+    val_fraction: float = field(default=0.25, metadata=FRACTION)
+
+    def validate(self):
+        if len(self.shape) != self.spatial_dims:
+            raise ConfigError("shape", f"needs {self.spatial_dims} sizes (spatial_dims), got {self.shape}")
+
+
+@dataclass
+class NetConfig:
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64], metadata={"range": (1, None)})
+    strides: list[int] | None = None
+    num_res_units: int = field(default=1, metadata=NON_NEGATIVE)
+    norm: Literal["instance", "none"] = "instance"
+    act: Literal["prelu", "relu", "leakyrelu", "elu", "gelu", "silu", "tanh"] = "gelu"
+    dropout: float = field(default=0.0, metadata={"range": (0, 1), "open": "high"})
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = field(default=2e-3, metadata=POSITIVE)
+    momentum: float = field(default=0.0, metadata={"range": (0, 1), "open": "high"})
+    weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
+
+    def options(self) -> dict:
+        out = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if self.name == "sgd":
+            out["momentum"] = self.momentum
+        return out
+
+
+@dataclass
+class AugmenterConfig:
+    kind: Literal["parametric", "residual"] = "parametric"
+    noise: Literal["sigma", "range", "none"] = "sigma"
+    noise_init: list[float] = field(default_factory=lambda: [0.01], metadata=POSITIVE)
+    bias_points: list[int] = field(default_factory=lambda: [2, 4, 8], metadata={"range": (2, None)})
+    bias_init: list[float] = field(default_factory=lambda: [0.05], metadata=NON_NEGATIVE)
+    gamma_init: float | None = None
+    blur_init: float | None = None
+    channels: list[int] = field(default_factory=lambda: [8, 16, 32])  # residual augmenter
+    lr: float = field(default=0.02, metadata=POSITIVE)
+
+
+@dataclass
+class MetaConfig:
+    mode: Literal["exact", "fd"] = "exact"
+    alpha: float = field(default=1.0, metadata=POSITIVE)
+    meta_every: int = field(default=1, metadata={"range": (1, None)})
+    warmup: int = field(default=0, metadata=NON_NEGATIVE)  # plain synthetic steps before meta-learning
+    fd_eps: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    method: Literal["synthseg", "real", "mixed", "finetune", "learn2synth"] = "learn2synth"
+    seed: int = 0
+    steps: int = field(default=1000, metadata={"range": (1, None)})
+    batch_size: int = field(default=8, metadata={"range": (1, None)})
+    real_batch_size: int = field(default=8, metadata={"range": (1, None)})
+    loss: Literal["dice", "ce", "dice_ce", "logit_mse"] = "dice_ce"
+    device: str = "auto"
+    threads: int | None = None
+    mixed_fraction: float = field(default=0.25, metadata=FRACTION)  # share of real items in a mixed batch
+    finetune_from: float = field(default=0.7, metadata=FRACTION)  # fraction of steps before fine-tuning on real
+    synth_preset: str = "none"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augmenter: AugmenterConfig = field(default_factory=AugmenterConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    log_every: int = field(default=10, metadata={"range": (1, None)})
+    val_every: int = field(default=100, metadata={"range": (1, None)})
+    checkpoint_every: int = field(default=100, metadata={"range": (1, None)})
+    keep_checkpoints: int = field(default=2, metadata={"range": (1, None)})
+
+    def validate(self):
+        if self.synth_preset not in PRESETS:
+            raise ConfigError("synth_preset", f"unknown preset {self.synth_preset!r}; one of {', '.join(PRESETS)}")
+        if self.method in ("real", "mixed", "finetune", "learn2synth") and self.data.real is None:
+            raise ConfigError("data.real", f"method {self.method!r} needs real labeled data")
+
+
+def load_train_config(path=None, sets=(), base: dict | None = None) -> TrainConfig:
+    """Defaults < synth preset < ``base`` < YAML file < ``sets``; every mistake names its key or file."""
+    data = _merge(base or {}, load_yaml(path) or {}) if path is not None else dict(base or {})
+    data = apply_overrides(data, list(sets))
+    preset = data.get("synth_preset", TrainConfig.synth_preset)
+    if preset not in PRESETS:
+        raise ConfigError("synth_preset", f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+    synth = _merge(_merge(to_dict(SynthConfig()), PRESETS[preset]), data.get("synth") or {})
+    return from_dict(TrainConfig, {**data, "synth": synth})

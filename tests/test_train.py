@@ -1,0 +1,84 @@
+"""The trainer: every method trains from its config, resume equals an uninterrupted run bit for bit."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from learn2synth.checkpoint import load_checkpoint
+from learn2synth.train import train
+from learn2synth.train_config import load_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TINY = ["steps=4", "net.channels=[4,8]", "log_every=1", "val_every=2", "checkpoint_every=2", "threads=1",
+        "data.phantom_count=6", "data.phantom_real.train_count=3", "data.phantom_real.test_count=2",
+        "batch_size=2", "real_batch_size=2"]
+
+
+def tiny(name, *extra, shape=(32, 32)):
+    sets = [*TINY, f"data.shape=[{','.join(map(str, shape))}]", f"data.spatial_dims={len(shape)}", *extra]
+    return load_train_config(ROOT / "configs" / f"{name}.yaml", sets)
+
+
+def params_of(folder):
+    ckpt = load_checkpoint(sorted(Path(folder).glob("step_*.pt"))[-1])
+    return ckpt["state"]
+
+
+@pytest.mark.parametrize("name", ["synthseg", "real", "mixed", "finetune", "learn2synth", "learn2synth_residual"])
+def test_every_method_trains_from_its_config(tmp_path, name):
+    config = tiny(name, "finetune_from=0.5")
+    metrics = train(config, tmp_path, progress=False, tensorboard=False)
+    assert 0 <= metrics["dice_mean"] <= 1
+    state = params_of(tmp_path)
+    init = load_checkpoint(tmp_path / "step_000002.pt")["state"]["params"]
+    assert any(not torch.equal(state["params"][k], init[k]) for k in init)  # it learned something
+    assert (tmp_path / "metrics.csv").read_text().count("\n") >= 4
+
+
+def test_learn2synth_3d_and_fd_mode(tmp_path):
+    config = tiny("learn2synth", "meta.mode=fd", "data.n_classes=5", shape=(16, 16, 16))
+    train(config, tmp_path, progress=False, tensorboard=False)
+    aug = params_of(tmp_path)["augmenter"]
+    assert aug["raw_sigma"] != torch.tensor(-4.60016)  # the augmenter moved (softplus^-1(0.01) at init)
+
+
+@pytest.mark.parametrize("name", ["learn2synth", "finetune"])
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, name):
+    config = tiny(name, "steps=6", "finetune_from=0.5")
+    train(config, tmp_path / "full", progress=False, tensorboard=False)
+    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
+    assert not (tmp_path / "cut" / "step_000006.pt").exists()
+    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
+    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    for part in full:
+        a, b = full[part], cut[part]
+        for key in a if isinstance(a, dict) else []:
+            if isinstance(a[key], torch.Tensor):
+                assert torch.equal(a[key], b[key]), (part, key)
+    assert (tmp_path / "full" / "metrics.csv").read_text() == (tmp_path / "cut" / "metrics.csv").read_text()
+
+
+@pytest.mark.skipif(not (SHARED / "brain" / "oasis").exists(), reason="needs ../shared/data")
+def test_oasis_config_trains_on_real_slices(tmp_path):
+    config = load_train_config(ROOT / "configs" / "oasis_learn2synth.yaml",
+                               [*TINY, "steps=2", "val_every=2", "data.shape=[64,64]"])
+    metrics = train(config, tmp_path, progress=False, tensorboard=False)
+    assert set(metrics) >= {"dice_mean", "dice_4"}
+
+
+def test_train_cli_refuses_to_overwrite_a_run_and_names_bad_keys(tmp_path, capsys):
+    from learn2synth.cli import main
+
+    args = ["train", "--config", str(ROOT / "configs" / "synthseg.yaml"), "--quiet", "--out", str(tmp_path / "r")]
+    sets = [x for s in TINY for x in ("--set", s)] + ["--set", "data.shape=[32,32]"]
+    assert main([*args, *sets]) == 0
+    assert "dice_mean" in capsys.readouterr().out
+    before = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert main([*args, *sets]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == before
+    assert main([*args, "--set", "optim.lrr=1", "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim.lrr" in err and "did you mean 'lr'" in err
