@@ -125,9 +125,11 @@ def plain_step(
     keys = list(phi)
     value = loss(phi)
     grads = _grads(value, list(phi.values()))
+    loss_value = float(value.detach())
+    del value  # parts of the graph not on the way to phi (e.g. an augmenter) hold memory until released
     with torch.no_grad():
         new_params, new_state = opt.step(phi, dict(zip(keys, grads, strict=True)), opt_state)
-    return StepResult(_detached_leaves(new_params), detach_state(new_state), float(value.detach()))
+    return StepResult(_detached_leaves(new_params), detach_state(new_state), loss_value)
 
 
 def meta_step(
@@ -217,11 +219,17 @@ def _finite_difference(
     rng_before_synth = capture_rng_state()
     loss_s = synth_loss(phi)
     grads = dict(zip(keys, _grads(loss_s, list(phi.values())), strict=True))
+    # Release the graph now: its augmenter part (not on the way to phi, so not freed by autograd.grad) would
+    # otherwise stay in memory during the two perturbed passes.
+    loss_synth = float(loss_s.detach())
+    del loss_s
     with torch.no_grad():
         new_params, new_state = opt.step(phi, grads, opt_state)
     new_params = _detached_leaves(new_params)
     loss_r = real_loss(new_params)
     v = dict(zip(keys, _grads(alpha * loss_r, list(new_params.values())), strict=True))
+    loss_real = float(loss_r.detach())
+    del loss_r
     rng_after_real = capture_rng_state()
 
     w = opt.vjp(phi, grads, opt_state, v)
@@ -246,6 +254,6 @@ def _finite_difference(
         new_params=new_params,
         new_opt_state=detach_state(new_state),
         hypergrads=list(hypergrads),
-        loss_synth=float(loss_s.detach()),
-        loss_real=float(loss_r.detach()),
+        loss_synth=loss_synth,
+        loss_real=loss_real,
     )
