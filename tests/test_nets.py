@@ -101,3 +101,11 @@ def test_bad_arguments(kw, key):
     with pytest.raises(ConfigError) as info:
         build_segmenter(**args)
     assert info.value.key == key
+
+
+def test_docstring_examples():
+    import doctest
+
+    import learn2synth.nets as nets
+
+    assert doctest.testmod(nets, raise_on_error=True).attempted > 0
