@@ -57,17 +57,17 @@ class ResidualAugmenter(nn.Module):
         from monai.networks.nets import UNet
 
         if spatial_dims not in (2, 3):
-            raise ConfigError("augment.spatial_dims", f"must be 2 or 3, got {spatial_dims!r}")
+            raise ConfigError("augmenter.spatial_dims", f"must be 2 or 3, got {spatial_dims!r}")
         if not isinstance(in_channels, int) or in_channels < 1:
-            raise ConfigError("augment.in_channels", f"must be a positive integer, got {in_channels!r}")
+            raise ConfigError("augmenter.in_channels", f"must be a positive integer, got {in_channels!r}")
         channels = tuple(channels)
         if len(channels) < 2 or not all(isinstance(c, int) and c > 0 for c in channels):
-            raise ConfigError("augment.channels", f"needs at least two positive integers, got {channels!r}")
+            raise ConfigError("augmenter.channels", f"needs at least two positive integers, got {channels!r}")
         strides = (2,) * (len(channels) - 1) if strides is None else tuple(strides)
         if len(strides) != len(channels) - 1:
-            raise ConfigError("augment.strides", f"needs {len(channels) - 1} values, got {strides!r}")
+            raise ConfigError("augmenter.strides", f"needs {len(channels) - 1} values, got {strides!r}")
         if act not in ACTIVATIONS:
-            raise ConfigError("augment.act", f"must be one of {', '.join(ACTIVATIONS)}; got {act!r}")
+            raise ConfigError("augmenter.act", f"must be one of {', '.join(ACTIVATIONS)}; got {act!r}")
         monai_act = "swish" if act == "silu" else act
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
