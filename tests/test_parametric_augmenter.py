@@ -36,7 +36,7 @@ def test_noise_range_draws_one_sigma_per_item_inside_the_range():
     sigmas = out.flatten(1).std(1)
     assert sigmas.min() > 0.04 and sigmas.max() < 0.21 and sigmas.std() > 0.02
     lo, hi = aug.sigma_range()
-    assert float(lo) == pytest.approx(0.05) and float(hi) == pytest.approx(0.2)
+    assert float(lo.detach()) == pytest.approx(0.05) and float(hi.detach()) == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize("shape", [(10, 9), (6, 5, 7)])
