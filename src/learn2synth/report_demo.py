@@ -1,0 +1,51 @@
+"""Figures of the demo: learned parameters over steps, loss curves, and a gallery with predictions."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+
+def _series(metrics_csv: Path, keys) -> dict:
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)] for k in keys}
+
+
+def demo_figures(folder: Path, l2s_cfg, base_cfg, hidden: dict) -> dict[str, Path]:
+    from .report import save_curves, save_gallery
+    from .train import restore, setup
+
+    runs = folder / "runs"
+    figures = {}
+    params = ["noise.sigma", "bias.low", "bias.middle", "bias.high"]
+    truth = {"noise.sigma": hidden["sigma"], **dict(zip(params[1:], hidden["bias"], strict=True))}
+    figures["learned parameters"] = save_curves(
+        folder / "learned_parameters.png", _series(runs / "learn2synth" / "metrics.csv", params),
+        title="learned augmentation parameters (dashed: hidden truth)", truth=truth)
+    losses = {f"learn2synth {k}": v for k, v in
+              _series(runs / "learn2synth" / "metrics.csv", ["loss_synth", "loss_real"]).items()}
+    losses["synthseg loss_synth"] = _series(runs / "synthseg" / "metrics.csv", ["loss_synth"])["loss_synth"]
+    figures["losses"] = save_curves(folder / "losses.png", losses, title="training losses", logy=True)
+
+    predictions = {}
+    for name, cfg in (("learn2synth", l2s_cfg), ("synthseg", base_cfg)):
+        run, test = setup(cfg)
+        restore(run, sorted((runs / name).glob("step_*.pt"))[-1])
+        x = torch.stack(test.images[:6]).to(run.device)
+        with torch.no_grad():
+            predictions[f"{name} prediction"] = list(run.logits(run.params, x).argmax(1, keepdim=True).cpu())
+        if name == "learn2synth":
+            g = torch.Generator(device=run.device).manual_seed(0)
+            synthetic, target = run.synth_batch(6)
+            with torch.no_grad():
+                augmented = run.augmenter(synthetic, g)
+            real, real_labels = list(x.cpu()), [y for y in test.labels[:6]]
+    figures["gallery"] = save_gallery(folder / "gallery.png", {
+        "synthetic (fixed synthesis)": list(synthetic.cpu()),
+        "augmented (learned)": list(augmented.cpu()),
+        "real (held out)": real,
+    }, labels=None, predictions={"real labels": real_labels, **predictions})
+    return figures
