@@ -82,3 +82,36 @@ def test_train_cli_refuses_to_overwrite_a_run_and_names_bad_keys(tmp_path, capsy
     assert main([*args, "--set", "optim.lrr=1", "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "optim.lrr" in err and "did you mean 'lr'" in err
+
+
+def test_non_finite_real_loss_skips_both_updates(tmp_path):
+    from learn2synth.train import setup
+
+    run, _ = setup(tiny("learn2synth"))
+    run.real.images = [torch.full_like(x, float("nan")) for x in run.real.images]
+    params = {k: v.clone() for k, v in run.params.items()}
+    aug = {k: v.clone() for k, v in run.augmenter.state_dict().items()}
+    from learn2synth.methods import METHODS
+
+    METHODS["learn2synth"](run, 0)
+    assert run.skipped == 1
+    assert all(torch.equal(params[k], run.params[k]) for k in params)
+    assert all(torch.equal(aug[k], v) for k, v in run.augmenter.state_dict().items())
+
+
+def test_training_stops_with_a_clear_message_after_consecutive_skips(tmp_path):
+    from learn2synth.train import TrainingError
+
+    config = tiny("synthseg", "optim.name=sgd", "optim.lr=1e38", "max_skipped=3", "steps=10")
+    with pytest.raises(TrainingError, match="3 consecutive updates"):
+        train(config, tmp_path, progress=False, tensorboard=False)
+    assert "skipped" in (tmp_path / "metrics.csv").read_text()
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path):
+    from learn2synth.errors import InputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        train(tiny("synthseg"), blocker / "run", progress=False, tensorboard=False)

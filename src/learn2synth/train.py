@@ -16,7 +16,7 @@ import torch
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import to_dict
 from .data import LabelPool, RealPool, load_label_pool, load_real_pool
-from .errors import InputError
+from .errors import InputError, Learn2SynthError
 from .losses import get_loss
 from .meta.optim import get_optimizer
 from .methods import METHODS, Run
@@ -25,6 +25,10 @@ from .nets import build_segmenter
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from .synth import Synthesizer, phantom_labels
 from .train_config import TrainConfig
+
+
+class TrainingError(Learn2SynthError):
+    """Training cannot go on (e.g. the loss stays non-finite); the newest checkpoint is intact."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -196,8 +200,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     from tqdm import tqdm
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     run, val = setup(config)
+    _check_writable(out, run)
     start = 0
     if resume and (path := latest_checkpoint(out)) is not None:
         start = restore(run, path)
@@ -206,8 +210,18 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     step_fn = METHODS[config.method]
     metrics, t0 = {}, time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method, disable=not progress)
+    skipped_total = 0
     for step in bar:
         values = step_fn(run, step)
+        if run.skipped:
+            skipped_total += 1
+            values["skipped"] = float(skipped_total)
+            if run.skipped >= config.max_skipped:
+                log.log({"step": step + 1, **values})
+                log.flush()
+                raise TrainingError(f"{run.skipped} consecutive updates had a non-finite loss or gradient (step "
+                                    f"{step + 1}); last checkpoint kept in {out}. Lower the learning rate or check "
+                                    "the data for NaN/inf.")
         last = step + 1 == config.steps
         if (step + 1) % config.log_every == 0 or last:
             log.log({"step": step + 1, **values})
@@ -230,6 +244,24 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         writer.close()
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
+
+
+def _check_writable(out: Path, run: Run) -> None:
+    """Fail before training, not at the first checkpoint, when ``out`` cannot hold the run."""
+    import shutil
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(out, f"cannot write there ({e.strerror or e})") from None
+    size = sum(p.numel() * p.element_size() for p in run.params.values())
+    needed = 4 * size * (run.config.keep_checkpoints + 1) + (16 << 20)  # params + optimizer state per checkpoint
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise InputError(out, f"only {free >> 20} MiB free, the run needs about {needed >> 20} MiB for checkpoints")
 
 
 def _tensorboard(out: Path):

@@ -118,6 +118,7 @@ class TrainConfig:
     val_every: int = field(default=100, metadata={"range": (1, None)})
     checkpoint_every: int = field(default=100, metadata={"range": (1, None)})
     keep_checkpoints: int = field(default=2, metadata={"range": (1, None)})
+    max_skipped: int = field(default=20, metadata={"range": (1, None)})  # consecutive non-finite updates allowed
 
     def validate(self):
         if self.synth_preset not in PRESETS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ class Run:
     device: torch.device
     augmenter: nn.Module | None = None
     aug_opt: torch.optim.Optimizer | None = None
+    skipped: int = 0  # consecutive updates skipped for a non-finite loss or gradient
 
     def logits(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, params, (x,))
@@ -58,7 +60,20 @@ class Run:
         return x, y
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One plain optimizer step of the segmenter on (x, y); returns the loss before the step."""
+        """One plain optimizer step of the segmenter on (x, y); returns the loss before the step.
+
+        A non-finite loss or update is not applied (see :meth:`accept`).
+        """
         result = plain_step(self.net, self.params, self.opt, self.opt_state, lambda p: self.loss(p, x, y))
-        self.params, self.opt_state = result.new_params, result.new_opt_state
+        if self.accept([result.loss], result.new_params.values()):
+            self.params, self.opt_state = result.new_params, result.new_opt_state
         return result.loss
+
+    def accept(self, losses, tensors) -> bool:
+        """True if every loss and tensor is finite; else count a skipped update (the caller must not apply it)."""
+        finite = all(math.isfinite(v) for v in losses)
+        tensors = [t for t in tensors if t is not None]
+        if finite and tensors:
+            finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+        self.skipped = 0 if finite else self.skipped + 1
+        return finite

@@ -27,9 +27,11 @@ def step(run, step: int) -> dict:
         real_loss=lambda p: run.loss(p, xr, yr),
         theta=theta, mode=cfg.mode, alpha=cfg.alpha, fd_eps=cfg.fd_eps,
     )
-    run.params, run.opt_state = result.new_params, result.new_opt_state
-    run.aug_opt.zero_grad(set_to_none=True)
-    for p, g in zip(theta, result.hypergrads, strict=True):
-        p.grad = g
-    run.aug_opt.step()
+    # a non-finite loss or hypergradient skips both updates: segmenter and augmenter stay as they were
+    if run.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *result.hypergrads]):
+        run.params, run.opt_state = result.new_params, result.new_opt_state
+        run.aug_opt.zero_grad(set_to_none=True)
+        for p, g in zip(theta, result.hypergrads, strict=True):
+            p.grad = g
+        run.aug_opt.step()
     return {"loss_synth": result.loss_synth, "loss_real": result.loss_real, **run.augmenter.learned_values()}
