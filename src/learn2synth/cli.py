@@ -96,6 +96,61 @@ def _run_demo(args) -> int:
     return run_demo(args)
 
 
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="segment images with a trained model",
+                       description="Segment a NIfTI/MGZ volume, a 2D image (PNG, TIFF, NIfTI slice), a TIFF stack, a "
+                                   "folder or a glob with a checkpoint of 'learn2synth train'. 2D models go slice by "
+                                   "slice, 3D models by sliding window; images are normalized as in training. Each "
+                                   "output has the input's name, format and geometry, and holds the training label "
+                                   "values. Existing files are never overwritten; bad files are listed at the end "
+                                   "(exit code 2) while the others are still segmented.")
+    p.add_argument("--model", required=True, help="checkpoint (step_*.pt) or run folder (its newest checkpoint)")
+    p.add_argument("--in", dest="input", required=True, metavar="PATH", help="image file, folder or glob")
+    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--posteriors", action="store_true",
+                   help="also write class probabilities, <name>_posteriors (NIfTI for PNG/TIFF inputs)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices (2D) or windows (3D) per pass (default 8)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--label-mapping", help="label mapping YAML to use instead of the one named in the model's config")
+    p.add_argument("--class-indices", action="store_true",
+                   help="write class indices 0..n-1 even if the model was trained with a label mapping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from .inference import run_predict
+
+    return run_predict(args)
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score predictions against references (Dice, HD95, ASSD); compare two sets",
+                       description="Pair prediction and reference label maps by file name (without extension) and "
+                                   "compute Dice, HD95 and ASSD (physical units, spacing of the reference) per case "
+                                   "and label. Prints a summary table (n, mean, sd, median per label); --out writes "
+                                   "metrics_per_case.csv, summary.csv and summary.md. --compare A B adds a paired "
+                                   "Wilcoxon test and Cohen's d of B - A per label (comparison.csv/.md) and, with "
+                                   "--out, box plots. Empty structures: in neither map -> NaN (left out); in one "
+                                   "only -> Dice 0, distances inf (left out of distance summaries, counted in n_inf).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pred", help="folder of predicted label maps")
+    src.add_argument("--compare", nargs=2, metavar=("DIR_A", "DIR_B"), help="two folders of predictions to compare")
+    p.add_argument("--ref", required=True, help="folder of reference label maps")
+    p.add_argument("--labels", help="labels to score, e.g. 1,2,3 (default: every non-zero value in the references)")
+    p.add_argument("--out", help="folder for the tables and plots (created if needed; nothing is overwritten)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .evaluate import run_evaluate
+
+    return run_evaluate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learn2synth", description=__doc__.splitlines()[0])
     from . import __version__
@@ -105,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     _synth_parser(sub)
     _train_parser(sub)
     _demo_parser(sub)
+    _predict_parser(sub)
+    _evaluate_parser(sub)
     return parser
 
 

@@ -1,0 +1,330 @@
+"""Segment images with a trained model: 2D slice by slice, 3D by sliding window, normalized as in training.
+
+A model is a checkpoint written by :func:`learn2synth.train.save`; its config says how the network was built,
+which normalization the training images had (``synth.normalize``, per example), the axis 2D models were trained
+on (``data.slice_axis``), the 3D training patch size (``data.shape``) and the label mapping, if any.
+
+- A **2D model** segments a 2D image (PNG, 2D TIFF, a NIfTI slice ``(X, Y, 1)``) directly, and a volume slice by
+  slice along ``data.slice_axis`` (TIFF stacks along their first axis, the stack axis), in batches of slices,
+  each slice normalized on its own as :mod:`learn2synth.data` does for training examples. Slices are padded with
+  zeros (after normalization, as training crops are) to a multiple of the network's total stride.
+- A **3D model** normalizes the whole volume, then runs MONAI's ``sliding_window_inference`` with windows of the
+  training patch size, half-window overlap and Gaussian blending of the softmax probabilities.
+
+Outputs keep the input's geometry: the label map is written into the output folder under the input's file name
+and format (NIfTI/MGZ keep affine and header), with the class values of the training labels
+(classes mapped back through ``LabelMapping.inverse()`` when training used a label mapping). Posteriors (float32,
+one channel per class on a trailing axis) go to ``<name>_posteriors`` in the input's format when it can hold
+them (NIfTI, MGZ, NPZ) and ``.nii.gz`` otherwise. Existing files are never overwritten and every write is
+atomic.
+
+Example (a 2-step model trained on phantoms; real models come from ``learn2synth train``)::
+
+    model = load_model("runs/l2s/step_001000.pt")
+    labels, posteriors = predict_volume(model, read_image("scan.nii.gz"))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, InputError
+from .io import LabelMapping, Volume, check_image, list_files, read_image, supported_extension, write_image
+
+#: Formats whose files can hold a float posterior map with one channel per class.
+_POSTERIOR_FORMATS = (".nii", ".nii.gz", ".mgz", ".mgh", ".npz")
+POSTERIOR_SUFFIX = "_posteriors"
+
+
+@dataclass
+class Model:
+    """A segmenter ready for inference, with what it needs from its training config."""
+
+    net: torch.nn.Module
+    path: Path
+    spatial_dims: int
+    n_classes: int
+    slice_axis: int
+    normalize: str
+    patch_size: tuple[int, ...]
+    stride: int  # total down-sampling factor: 2D inputs are padded to a multiple of it
+    mapping: LabelMapping | None  # training label mapping (label values -> classes), if any
+    device: torch.device
+
+    def class_values(self, classes: np.ndarray, indices: bool = False) -> np.ndarray:
+        """Label values of predicted classes: ``mapping.inverse()`` when training used a mapping (unless
+        ``indices``), else the classes themselves."""
+        if self.mapping is None or indices:
+            return classes
+        return self.mapping.inverse()(classes)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
+               label_mapping: str | os.PathLike | None = None) -> Model:
+    """Load a checkpoint (a ``step_*.pt`` file, or a run folder: its newest checkpoint) for inference.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Checkpoint file or run folder.
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    label_mapping : str or PathLike, optional
+        The label mapping YAML to use instead of the file named in the training config (which is read
+        relative to the current folder, as in training).
+
+    Raises
+    ------
+    InputError
+        Not a learn2synth checkpoint, a newer format, a config this version cannot read, weights that do not
+        fit the network the config describes, or a label mapping that is missing or does not cover every class.
+    """
+    from .checkpoint import latest_checkpoint, load_checkpoint
+    from .config import from_dict
+    from .nets import build_segmenter
+    from .train_config import TrainConfig
+
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise InputError(path, "folder holds no checkpoint (step_*.pt or last.pt)")
+        path = found
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    made_with = checkpoint.get("learn2synth_version", "an unknown version")
+    try:
+        config = from_dict(TrainConfig, checkpoint["config"])
+    except (ConfigError, TypeError) as e:
+        raise InputError(path, f"its config does not fit this learn2synth (made with {made_with}): {e}") from e
+    params = checkpoint["state"].get("params") if isinstance(checkpoint["state"], dict) else None
+    if not isinstance(params, dict):
+        raise InputError(path, "checkpoint holds no segmenter parameters (state['params'])")
+    d, n = config.data, config.net
+    net = build_segmenter(d.spatial_dims, 1, d.n_classes, channels=tuple(n.channels),
+                          strides=None if n.strides is None else tuple(n.strides), num_res_units=n.num_res_units,
+                          norm=n.norm, dropout=n.dropout, act=n.act)
+    try:
+        net.load_state_dict(params)
+    except RuntimeError as e:
+        raise InputError(path, f"weights do not fit the network its config describes (made with {made_with}): "
+                               f"{str(e).splitlines()[0]}") from e
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    net.to(device).eval()
+    strides = n.strides if n.strides is not None else [2] * (len(n.channels) - 1)
+    mapping = _mapping(path, label_mapping or d.label_mapping, d.n_classes)
+    return Model(net, path, d.spatial_dims, d.n_classes, d.slice_axis, config.synth.normalize, tuple(d.shape),
+                 math.prod(strides), mapping, device)
+
+
+def _mapping(checkpoint: Path, source, n_classes: int) -> LabelMapping | None:
+    if not source:
+        return None
+    from .io import load_label_mapping
+
+    if not Path(source).is_file():
+        raise InputError(source, f"label mapping of the model {checkpoint} not found (paths in a config are "
+                                 "relative to the folder training ran in); pass --label-mapping, or "
+                                 "--class-indices to write class indices")
+    mapping = load_label_mapping(source)
+    back = mapping.inverse().mapping
+    missing = [c for c in range(n_classes) if c not in back]
+    if missing:
+        raise InputError(source, f"label mapping gives no label value for classes {missing} of the model "
+                                 f"{checkpoint}; use --class-indices to write class indices")
+    return mapping
+
+
+@torch.inference_mode()
+def predict_array(model: Model, image: np.ndarray, batch_size: int = 8, slice_axis: int | None = None) -> np.ndarray:
+    """Class probabilities ``(n_classes, *image.shape)`` (float32) of a checked 2D or 3D image.
+
+    Parameters
+    ----------
+    model : Model
+    image : np.ndarray
+        2D image, or 3D volume (a 2D model segments it slice by slice along ``slice_axis``).
+    batch_size : int
+        Slices per forward pass (2D model) or windows per forward pass (3D model).
+    slice_axis : int, optional
+        Axis of the slices for a 2D model on a volume; the training ``data.slice_axis`` by default.
+    """
+    from .synth.normalize import normalize
+
+    image = np.asarray(image, dtype=np.float32)
+    if model.spatial_dims == 3:
+        from monai.inferers import sliding_window_inference
+
+        x = normalize(torch.from_numpy(image)[None, None].to(model.device), model.normalize)
+        probs = sliding_window_inference(x, model.patch_size, batch_size, _softmax(model.net), overlap=0.5,
+                                         mode="gaussian", padding_mode="constant", cval=0.0)
+        return probs[0].float().cpu().numpy()
+    if image.ndim == 2:
+        return predict_array(model, image[None], batch_size, slice_axis=0)[:, 0]
+    axis = model.slice_axis if slice_axis is None else slice_axis
+    slices = np.moveaxis(image, axis, 0)
+    out = np.empty((model.n_classes, *slices.shape), dtype=np.float32)
+    for start in range(0, len(slices), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size]))[:, None].to(model.device)
+        x = normalize(x, model.normalize)  # per slice, as each 2D training example is normalized on its own
+        out[:, start:start + len(x)] = _forward_padded(model, x).cpu().numpy().swapaxes(0, 1)
+    return np.moveaxis(out, 1, axis + 1)
+
+
+def _softmax(net):
+    return lambda x: torch.softmax(net(x), dim=1)
+
+
+def _forward_padded(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """Softmax of the network on ``x`` (B, 1, H, W) zero-padded (centred, like training crops) to a multiple of
+    the total stride, cropped back."""
+    size = x.shape[2:]
+    missing = [-s % model.stride for s in size]
+    pad = []
+    for m in reversed(missing):
+        pad += [m // 2, m - m // 2]
+    probs = torch.softmax(model.net(torch.nn.functional.pad(x, pad)), dim=1)
+    return probs[(slice(None), slice(None), *(slice(m // 2, m // 2 + s) for m, s in zip(missing, size, strict=True)))]
+
+
+def predict_volume(model: Model, volume: Volume, batch_size: int = 8,
+                   class_indices: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Segment a volume read by :func:`learn2synth.io.read_image`.
+
+    Returns
+    -------
+    labels : np.ndarray
+        Integer label map (uint8, uint16 or int32: the smallest that holds the values) of the volume's array
+        shape, in the training label values.
+    posteriors : np.ndarray
+        float32 probabilities, the volume's spatial shape padded to three axes, then one channel per class.
+
+    Raises
+    ------
+    InputError
+        NaN/inf or non-numeric values, or a dimensionality the model cannot segment.
+    """
+    from .io import squeeze_2d
+
+    path = volume.path
+    array = check_image(volume.array, path)
+    original = array.shape
+    while array.ndim > 3 and array.shape[-1] == 1:  # (X, Y, Z, 1) as some tools write volumes
+        array = array[..., 0]
+    if array.ndim == 3 and 1 in array.shape:
+        array = squeeze_2d(array)
+    if array.ndim not in (2, 3):
+        raise InputError(path, f"expected a 2D image or a 3D volume, got shape {original}")
+    if model.spatial_dims == 3 and array.ndim == 2:
+        raise InputError(path, f"is a 2D image (shape {original}) but the model {model.path.name} is 3D")
+    slice_axis = 0 if volume.format == "tiff" else None  # TIFF stacks are stacks of 2D slices
+    probs = predict_array(model, array, batch_size, slice_axis)
+    labels = _smallest_uint(model.class_values(probs.argmax(0), indices=class_indices).reshape(original))
+    spatial = original[:3] + (1,) * (3 - len(original[:3]))
+    posteriors = np.moveaxis(probs, 0, -1).reshape(*spatial, model.n_classes)
+    return labels, posteriors
+
+
+def _smallest_uint(labels: np.ndarray) -> np.ndarray:
+    """uint8 or uint16 when the values fit (what TIFF/PNG viewers read best), else int32."""
+    top = int(labels.max()) if labels.size else 0
+    return labels.astype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int32)
+
+
+def output_paths(source: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
+    """(label map, posteriors) files for an input: the input's name in ``out``, and ``<stem>_posteriors``.
+
+    Examples
+    --------
+    >>> [p.name for p in output_paths("scans/a.nii.gz", "seg")]
+    ['a.nii.gz', 'a_posteriors.nii.gz']
+    >>> [p.name for p in output_paths("em/slice.png", "seg")]
+    ['slice.png', 'slice_posteriors.nii.gz']
+    """
+    source, out = Path(source), Path(out)
+    extension = supported_extension(source) or ""
+    stem = source.name[: len(source.name) - len(extension)]
+    posterior_ext = next((e for e in _POSTERIOR_FORMATS if e == extension.lower()), ".nii.gz")
+    return out / source.name, out / f"{stem}{POSTERIOR_SUFFIX}{posterior_ext}"
+
+
+def predict_file(model: Model, source: str | os.PathLike, out: str | os.PathLike, posteriors: bool = False,
+                 batch_size: int = 8, class_indices: bool = False) -> list[Path]:
+    """Segment one file into the folder ``out``; returns the files written.
+
+    Raises
+    ------
+    InputError
+        Unreadable or unusable input, or an output file that already exists (nothing is then written).
+    """
+    label_path, posterior_path = output_paths(source, out)
+    targets = [label_path, posterior_path] if posteriors else [label_path]
+    _refuse_existing(targets)
+    volume = read_image(source)
+    labels, probs = predict_volume(model, volume, batch_size, class_indices)
+    _refuse_existing(targets)  # again: the folder may have changed while the model ran
+    written = [write_image(label_path, labels, like=volume)]
+    if posteriors:
+        like = volume if volume.format in ("nifti", "mgh", "npz") else Volume(probs[..., 0], path=volume.path)
+        written.append(write_image(posterior_path, probs, like=like))
+    return written
+
+
+def _refuse_existing(paths) -> None:
+    for path in paths:
+        if path.exists():
+            raise InputError(path, "already exists; refusing to overwrite it (choose another --out)")
+
+
+def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLike, posteriors: bool = False,
+                  batch_size: int = 8, class_indices: bool = False,
+                  progress: bool = True) -> tuple[list[Path], list[InputError]]:
+    """Segment a file, a folder or a glob into ``out`` (created if needed), going on past bad files.
+
+    Returns
+    -------
+    segmented : list of Path
+        Inputs segmented (their outputs are given by :func:`output_paths`).
+    failures : list of InputError
+        One per input that could not be segmented, each naming the file and the problem.
+    """
+    from tqdm import tqdm
+
+    files = list_files(source)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    segmented, failures = [], []
+    for path in tqdm(files, desc="predict", unit="file", disable=not progress or len(files) < 2):
+        try:
+            predict_file(model, path, out, posteriors, batch_size, class_indices)
+            segmented.append(path)
+        except InputError as e:
+            failures.append(e if e.path is not None else InputError(path, e.problem))
+    return segmented, failures
+
+
+def run_predict(args) -> int:
+    """``learn2synth predict``: one line per bad file on stderr, exit code 2 if any file failed."""
+    import sys
+
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda was asked for but no CUDA device is available")
+    model = load_model(args.model, args.device, args.label_mapping)
+    segmented, failures = predict_files(model, args.input, args.out, args.posteriors, args.batch_size,
+                                        args.class_indices, progress=not args.quiet)
+    for error in failures:
+        print(f"learn2synth predict: error: {error}", file=sys.stderr)
+    print(f"predict: segmented {len(segmented)} file(s) into {args.out}"
+          + (f"; {len(failures)} failed (listed above)" if failures else ""))
+    return 2 if failures else 0

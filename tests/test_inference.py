@@ -1,0 +1,188 @@
+"""``learn2synth predict``: 2D and 3D models on volumes, slices and PNGs; geometry kept; bad files reported."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learn2synth.checkpoint import load_checkpoint, save_checkpoint
+from learn2synth.cli import main
+from learn2synth.errors import InputError
+from learn2synth.inference import load_model, predict_array, predict_volume
+from learn2synth.io import load_label_mapping, read_image
+from learn2synth.train import train
+from learn2synth.train_config import load_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+N_CLASSES = 4
+AFFINE = np.array([[0.0, -1.2, 0.0, 10.0], [0.8, 0.0, 0.0, -5.0], [0.0, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def tiny_model(folder: Path, shape) -> Path:
+    """A 2-step synthseg model on phantoms (untrained, but a real checkpoint of learn2synth.train)."""
+    sets = ["method=synthseg", "steps=2", "net.channels=[4,8]", "threads=1", "data.phantom_count=2", "data.real=null",
+            "batch_size=1", "checkpoint_every=2", f"data.n_classes={N_CLASSES}", f"data.spatial_dims={len(shape)}",
+            f"data.shape=[{','.join(map(str, shape))}]"]
+    train(load_train_config(None, sets), folder, progress=False, tensorboard=False)
+    return folder / "step_000002.pt"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {2: tiny_model(root / "m2d", (16, 16)), 3: tiny_model(root / "m3d", (16, 16, 16))}
+
+
+def save_nifti(path, array, affine=AFFINE):
+    img = nib.Nifti1Image(array, affine)
+    img.header["descrip"] = b"test input"
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, path)
+    return path
+
+
+def predict(capsys, *argv):
+    code = main(["predict", "--quiet", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_same_geometry(out_path, in_path):
+    out, ref = nib.load(out_path), nib.load(in_path)
+    np.testing.assert_array_equal(out.affine, ref.affine)
+    np.testing.assert_array_equal(out.header["pixdim"][:4], ref.header["pixdim"][:4])
+    for key in ("qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "quatern_b", "descrip", "xyzt_units"):
+        np.testing.assert_array_equal(out.header[key], ref.header[key], err_msg=key)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_nifti_volume_keeps_geometry_and_gives_integer_classes(tmp_path, capsys, models, dims):
+    volume = np.random.default_rng(0).random((20, 24, 18)).astype(np.float32)  # not a multiple of 16: windows
+    image = save_nifti(tmp_path / "scan.nii.gz", volume)
+    code, out, err = predict(capsys, "--model", models[dims], "--in", image, "--out", tmp_path / "seg",
+                             "--posteriors", "--batch-size", 3)
+    assert code == 0, err
+    assert "segmented 1 file" in out
+    labels = nib.load(tmp_path / "seg" / "scan.nii.gz")
+    assert_same_geometry(tmp_path / "seg" / "scan.nii.gz", image)
+    assert labels.get_data_dtype().kind in "iu" and labels.shape == volume.shape
+    assert set(np.unique(np.asanyarray(labels.dataobj))) <= set(range(N_CLASSES))
+    posteriors = nib.load(tmp_path / "seg" / "scan_posteriors.nii.gz")
+    np.testing.assert_array_equal(posteriors.affine, nib.load(image).affine)
+    probs = posteriors.get_fdata()
+    assert probs.shape == (*volume.shape, N_CLASSES)
+    np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(-1), np.asanyarray(labels.dataobj))
+
+
+def test_2d_model_normalizes_each_slice_on_its_own_along_the_training_axis(models):
+    """Min-max normalization per slice: rescaling each slice differently must not change its segmentation,
+    and a slice of the volume gets the same posteriors as that slice given alone."""
+    model = load_model(models[2], "cpu")
+    assert model.slice_axis == 2
+    volume = np.random.default_rng(1).random((20, 24, 5)).astype(np.float32)
+    scaled = volume * np.array([1, 3, 10, 0.5, 7], np.float32) + np.array([0, 5, -2, 1, 100], np.float32)
+    probs = predict_array(model, volume, batch_size=2)
+    assert probs.shape == (N_CLASSES, 20, 24, 5)
+    np.testing.assert_allclose(predict_array(model, scaled, batch_size=4), probs, atol=1e-5)
+    np.testing.assert_allclose(predict_array(model, volume[:, :, 3]), probs[..., 3], atol=1e-5)
+
+
+def test_png_and_2d_nifti_slice(tmp_path, capsys, models):
+    rng = np.random.default_rng(2)
+    Image.fromarray((rng.random((30, 26)) * 255).astype(np.uint8)).save(tmp_path / "cells.png")
+    image = save_nifti(tmp_path / "slice.nii.gz", rng.random((20, 24, 1)).astype(np.float32))
+    for source in (tmp_path / "cells.png", image):
+        code, _, err = predict(capsys, "--model", models[2], "--in", source, "--out", tmp_path / "seg",
+                               "--posteriors")
+        assert code == 0, err
+    png = np.array(Image.open(tmp_path / "seg" / "cells.png"))
+    assert png.shape == (30, 26) and png.dtype == np.uint8 and set(np.unique(png)) <= set(range(N_CLASSES))
+    assert nib.load(tmp_path / "seg" / "cells_posteriors.nii.gz").shape == (30, 26, 1, N_CLASSES)
+    assert nib.load(tmp_path / "seg" / "slice.nii.gz").shape == (20, 24, 1)
+    assert_same_geometry(tmp_path / "seg" / "slice.nii.gz", image)
+
+
+def test_folder_with_bad_files_writes_the_good_ones_and_lists_the_bad(tmp_path, capsys, models):
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    save_nifti(src / "a.nii.gz", rng.random((12, 12, 12)).astype(np.float32))
+    nan = rng.random((12, 12, 12)).astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    save_nifti(src / "b_nan.nii.gz", nan)
+    (src / "c_corrupt.mgz").write_bytes(b"not an mgz")
+    Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)).save(src / "d_2d.png")  # 3D model, 2D image
+    save_nifti(src / "e.nii.gz", rng.random((12, 14, 10)).astype(np.float32))
+    code, out, err = predict(capsys, "--model", models[3], "--in", src, "--out", tmp_path / "seg")
+    assert code == 2
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["a.nii.gz", "e.nii.gz"]  # no partial file
+    lines = err.strip().splitlines()
+    assert len(lines) == 3, err
+    assert "b_nan.nii.gz: image has NaN values" in lines[0]
+    assert "c_corrupt.mgz: cannot read" in lines[1]
+    assert "d_2d.png" in lines[2] and "3D" in lines[2]
+    assert "segmented 2 file(s)" in out and "3 failed" in out
+    before = (tmp_path / "seg" / "a.nii.gz").read_bytes()
+    code, _, err = predict(capsys, "--model", models[3], "--in", src / "a.nii.gz", "--out", tmp_path / "seg")
+    assert code == 2 and "already exists; refusing to overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "seg" / "a.nii.gz").read_bytes() == before
+
+
+def test_label_mapping_is_inverted_unless_class_indices_are_asked_for(tmp_path, models):
+    ckpt = load_checkpoint(models[2])
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("mapping: {0: 0, 10: 1, 11: 1, 20: 2, 30: 3}\ndefault: 0\n")
+    config = {**ckpt["config"], "data": {**ckpt["config"]["data"], "label_mapping": str(mapping)}}
+    mapped = save_checkpoint(tmp_path / "mapped.pt", config=config, step=2, state=ckpt["state"], rng=ckpt["rng"])
+    volume = read_image(save_nifti(tmp_path / "x.nii.gz", np.random.default_rng(4).random((16, 16, 3))))
+    classes, _ = predict_volume(load_model(models[2], "cpu"), volume)
+    values, _ = predict_volume(load_model(mapped, "cpu"), volume)
+    np.testing.assert_array_equal(values, np.array([0, 10, 20, 30])[classes])
+    indices, _ = predict_volume(load_model(mapped, "cpu"), volume, class_indices=True)
+    np.testing.assert_array_equal(indices, classes)
+    mapping.write_text("mapping: {10: 1, 20: 2}\n")  # class 3 has no label value
+    with pytest.raises(InputError, match=r"no label value for classes \[3\]"):
+        load_model(mapped, "cpu")
+
+
+def test_checkpoints_that_are_not_ours_or_too_new_are_refused(tmp_path, capsys, models):
+    ckpt = load_checkpoint(models[2])
+    torch.save({"format": "learn2synth-checkpoint", "version": 99, **{k: ckpt[k] for k in ("config", "step")}},
+               tmp_path / "newer.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    newer_config = {**ckpt["config"], "a_future_option": 1}
+    save_checkpoint(tmp_path / "future.pt", config=newer_config, step=2, state=ckpt["state"], rng=ckpt["rng"])
+    image = save_nifti(tmp_path / "x.nii.gz", np.zeros((8, 8, 8), np.float32))
+    for name, problem in [("newer.pt", "newer than this learn2synth"), ("other.pt", "not a learn2synth checkpoint"),
+                          ("future.pt", "config does not fit this learn2synth")]:
+        code, _, err = predict(capsys, "--model", tmp_path / name, "--in", image, "--out", tmp_path / "seg")
+        assert code == 2 and problem in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "seg").exists() or not any((tmp_path / "seg").iterdir())
+
+
+def test_shipped_label_mappings():
+    tissue = load_label_mapping(ROOT / "configs" / "mappings" / "synthseg_to_tissue4.yaml")
+    assert tissue.n_classes == 5
+    np.testing.assert_array_equal(tissue(np.array([0, 2, 3, 4, 8, 16, 17, 24, 41, 42, 502])),
+                                  [0, 3, 1, 4, 2, 3, 2, 0, 3, 1, 0])
+    assert tissue.inverse().mapping == {0: 0, 1: 3, 2: 10, 3: 2, 4: 4}
+    em = load_label_mapping(ROOT / "configs" / "mappings" / "em_mitochondria.yaml")
+    np.testing.assert_array_equal(em(np.array([0, 32, 128, 159, 191, 223, 255])), [0, 0, 0, 0, 1, 0, 0])
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (SHARED / "brain" / "oasis").exists(), reason="needs ../shared/data")
+def test_tissue_mapping_reproduces_oasis_seg4_from_seg35():
+    """seg35 labels are FreeSurfer aseg structures in ascending aseg order; mapped, they must give seg4."""
+    aseg = [0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 26, 28, 30, 31,
+            41, 42, 43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 58, 60, 62, 63]
+    tissue = load_label_mapping(ROOT / "configs" / "mappings" / "synthseg_to_tissue4.yaml")
+    subject = SHARED / "brain" / "oasis" / "OASIS_OAS1_0002_MR1"
+    seg35 = read_image(subject / "aligned_seg35.nii.gz").array[::2, ::2, ::2].astype(np.int64)
+    seg4 = read_image(subject / "aligned_seg4.nii.gz").array[::2, ::2, ::2]
+    np.testing.assert_array_equal(tissue(np.array(aseg)[seg35]), seg4)
