@@ -16,6 +16,7 @@ import torch
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import to_dict
 from .data import LabelPool, RealPool, load_label_pool, load_real_pool
+from .distributed import DistInfo, barrier, gather_objects, init_from_env, mean_reducer
 from .errors import InputError, Learn2SynthError
 from .losses import get_loss
 from .meta.optim import get_optimizer
@@ -68,10 +69,17 @@ def phantom_data(config: TrainConfig, synth: Synthesizer) -> tuple[LabelPool, Re
     return LabelPool(list(maps)), pool.subset(range(n)), pool.subset(range(n, n + pr.test_count))
 
 
-def setup(config: TrainConfig) -> tuple[Run, RealPool | None]:
-    """Everything a run needs, freshly initialized from the config's seed; returns (run, validation pool)."""
+def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealPool | None]:
+    """Everything a run needs, freshly initialized from the config's seed; returns (run, validation pool).
+
+    Under torch.distributed (``info``), each rank draws from its own shard of the label maps and real examples
+    with its own random stream, and gradients are averaged over ranks.
+    """
     d = config.data
+    info = info or DistInfo()
     device = pick_device(config.device)
+    if device.type == "cuda" and info.active:
+        device = torch.device("cuda", info.local_rank)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
@@ -92,6 +100,10 @@ def setup(config: TrainConfig) -> tuple[Run, RealPool | None]:
         real, val = pool.split_by_subject(d.val_fraction, config.seed)
     elif d.real is None:
         real, val = None, None
+    if info.active:
+        labels = LabelPool(_shard(labels.maps, info))
+        if real is not None and len(real) >= info.world_size:
+            real = real.subset(_shard(list(range(len(real))), info))
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     n = config.net
@@ -104,10 +116,15 @@ def setup(config: TrainConfig) -> tuple[Run, RealPool | None]:
     if config.method == "learn2synth":
         augmenter = build_augmenter(config).to(device)
         aug_opt = torch.optim.Adam(augmenter.parameters(), lr=config.augmenter.lr)
-    generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "train"))
+    stream = derive_seed(config.seed, "train", info.rank) if info.active else derive_seed(config.seed, "train")
+    generator = torch.Generator(device=device).manual_seed(stream)
     run = Run(config, net, params, opt, opt.init(params), get_loss(config.loss), synth, labels, real, generator,
-              device, augmenter, aug_opt)
+              device, augmenter, aug_opt, reduce=mean_reducer(info))
     return run, val
+
+
+def _shard(items: list, info: DistInfo) -> list:
+    return items[info.rank :: info.world_size] if len(items) >= info.world_size else items
 
 
 def _with_mapping(config: TrainConfig, labels: LabelPool, mapping):
@@ -143,16 +160,27 @@ def _state(run: Run) -> dict:
     return state
 
 
-def save(run: Run, out: Path, step: int, extra: dict | None = None) -> Path:
-    path = save_checkpoint(checkpoint_path(out, step), config=to_dict(run.config), step=step, state=_state(run),
-                           rng=capture_rng_state({"train": run.generator}), extra=extra)
-    prune_checkpoints(out, run.config.keep_checkpoints)
+def save(run: Run, out: Path, step: int, extra: dict | None = None, info: DistInfo | None = None) -> Path | None:
+    """Checkpoint on the main rank, with every rank's RNG state (all ranks must call it)."""
+    info = info or DistInfo()
+    rngs = gather_objects(capture_rng_state({"train": run.generator}), info)
+    path = None
+    if info.is_main:
+        path = save_checkpoint(checkpoint_path(out, step), config=to_dict(run.config), step=step, state=_state(run),
+                               rng={"per_rank": rngs}, extra=extra)
+        prune_checkpoints(out, run.config.keep_checkpoints)
+    barrier(info)
     return path
 
 
-def restore(run: Run, path: Path) -> int:
+def restore(run: Run, path: Path, info: DistInfo | None = None) -> int:
     """Load a checkpoint into ``run``; returns the number of steps already done."""
+    info = info or DistInfo()
     ckpt = load_checkpoint(path, map_location=run.device)
+    ranks = ckpt["rng"].get("per_rank", [])
+    if len(ranks) != info.world_size:
+        raise InputError(path, f"was written by {len(ranks)} process(es); resume it with the same number, "
+                               f"not {info.world_size}")
     state = ckpt["state"]
     if set(state["params"]) != set(run.params):
         raise InputError(path, "checkpoint was made for a different network; it does not match this config")
@@ -161,7 +189,7 @@ def restore(run: Run, path: Path) -> int:
     if run.augmenter is not None:
         run.augmenter.load_state_dict(state["augmenter"])
         run.aug_opt.load_state_dict(state["aug_opt"])
-    restore_rng_state(ckpt["rng"], {"train": run.generator})
+    restore_rng_state(ranks[info.rank], {"train": run.generator})
     return int(ckpt["step"])
 
 
@@ -200,16 +228,22 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     from tqdm import tqdm
 
     out = Path(out)
-    run, val = setup(config)
-    _check_writable(out, run)
+    info = init_from_env(pick_device(config.device))
+    run, val = setup(config, info)
+    if info.is_main:
+        _check_writable(out, run)
+    barrier(info)
     start = 0
     if resume and (path := latest_checkpoint(out)) is not None:
-        start = restore(run, path)
-    log = CsvLog(out / "metrics.csv", start)
-    writer = _tensorboard(out) if tensorboard else None
+        start = restore(run, path, info)
+    # only the main rank logs, validates and writes; the others compute their shards and join the averages
+    val = val if info.is_main else None
+    log = CsvLog(out / "metrics.csv", start) if info.is_main else _NoLog()
+    writer = _tensorboard(out) if tensorboard and info.is_main else None
     step_fn = METHODS[config.method]
     metrics, t0 = {}, time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method, disable=not progress)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method,
+               disable=not (progress and info.is_main))
     skipped_total = 0
     for step in bar:
         values = step_fn(run, step)
@@ -236,7 +270,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
                 writer.add_scalar("val/dice_mean", metrics["dice_mean"], step + 1)
         if (step + 1) % config.checkpoint_every == 0 or last or step + 1 == stop_at:
             log.flush()
-            save(run, out, step + 1, extra={"metrics": metrics})
+            save(run, out, step + 1, extra={"metrics": metrics}, info=info)
         if step + 1 == stop_at:
             break
     log.flush()
@@ -244,6 +278,14 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         writer.close()
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
+
+
+class _NoLog:
+    def log(self, row: dict) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 def _check_writable(out: Path, run: Run) -> None:

@@ -41,6 +41,7 @@ __all__ = ["MetaResult", "StepResult", "meta_step", "plain_step", "MODES"]
 Params = dict[str, Tensor]
 State = dict[str, Any]
 LossOfParams = Callable[[Params], Tensor]
+Reduce = Callable[[list[Tensor]], list[Tensor]]
 
 MODES = ("exact", "fd")
 
@@ -81,6 +82,10 @@ class MetaResult:
     loss_real: float
 
 
+def _reduced(reduce: Reduce | None, tensors: list[Tensor]) -> list[Tensor]:
+    return tensors if reduce is None else list(reduce(tensors))
+
+
 def _leaves(params: Params) -> Params:
     """``params`` itself if every entry already requires grad (no copy), else detached leaves that do."""
     if all(p.requires_grad for p in params.values()):
@@ -109,7 +114,8 @@ def _check_net(net: nn.Module) -> None:
 
 
 def plain_step(
-    net: nn.Module, params: Params, opt: FunctionalOptimizer, opt_state: State, loss: LossOfParams
+    net: nn.Module, params: Params, opt: FunctionalOptimizer, opt_state: State, loss: LossOfParams,
+    reduce: Reduce | None = None,
 ) -> StepResult:
     """One optimizer step on ``loss(params)``: the update of the methods without a meta-step.
 
@@ -119,12 +125,13 @@ def plain_step(
         opt: functional optimizer.
         opt_state: its state.
         loss: ``params -> scalar loss``.
+        reduce: averages a list of tensors over processes (see :mod:`learn2synth.distributed`); None: one process.
     """
     _check_net(net)
     phi = _leaves(params)
     keys = list(phi)
     value = loss(phi)
-    grads = _grads(value, list(phi.values()))
+    grads = _reduced(reduce, _grads(value, list(phi.values())))
     loss_value = float(value.detach())
     del value  # parts of the graph not on the way to phi (e.g. an augmenter) hold memory until released
     with torch.no_grad():
@@ -143,6 +150,7 @@ def meta_step(
     mode: str = "exact",
     alpha: float = 1.0,
     fd_eps: float | None = None,
+    reduce: Reduce | None = None,
 ) -> MetaResult:
     """Inner update of ``phi`` on the synthetic loss and hypergradient of the real loss w.r.t. ``theta``.
 
@@ -160,6 +168,10 @@ def meta_step(
         alpha: weight of the real loss; the hypergradients are linear in it.
         fd_eps: step along ``w`` in ``"fd"`` mode (the perturbation is ``fd_eps * w``); default
             ``0.01 / ||w||``.
+        reduce: averages a list of tensors over processes, differentiably (data-parallel training; see
+            :mod:`learn2synth.distributed`). It is applied to the inner gradient (so ``phi'`` follows the global
+            batch and, in exact mode, the hypergradient flows through the average), to ``v`` in fd mode, and to
+            the hypergradients. ``None``: one process.
 
     Returns:
         :class:`MetaResult`.
@@ -174,8 +186,8 @@ def meta_step(
     _check_net(net)
     phi = _leaves(params)
     if mode == "exact":
-        return _exact(phi, opt, opt_state, synth_loss, real_loss, theta, alpha)
-    return _finite_difference(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, fd_eps)
+        return _exact(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, reduce)
+    return _finite_difference(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, fd_eps, reduce)
 
 
 def _exact(
@@ -186,13 +198,14 @@ def _exact(
     real_loss: LossOfParams,
     theta: list[Tensor],
     alpha: float,
+    reduce: Reduce | None,
 ) -> MetaResult:
     keys = list(phi)
     loss_s = synth_loss(phi)
-    grads = _grads(loss_s, list(phi.values()), create_graph=True)
+    grads = _reduced(reduce, _grads(loss_s, list(phi.values()), create_graph=True))
     new_params, new_state = opt.step(phi, dict(zip(keys, grads, strict=True)), opt_state)
     loss_r = real_loss(new_params)
-    hypergrads = _grads(alpha * loss_r, theta)
+    hypergrads = _reduced(reduce, _grads(alpha * loss_r, theta))
     return MetaResult(
         new_params=_detached_leaves(new_params),
         new_opt_state=detach_state(new_state),
@@ -211,6 +224,7 @@ def _finite_difference(
     theta: list[Tensor],
     alpha: float,
     fd_eps: float | None,
+    reduce: Reduce | None,
 ) -> MetaResult:
     keys = list(phi)
     phi_list = [p.detach() for p in phi.values()]
@@ -218,7 +232,7 @@ def _finite_difference(
     # the RNG where the exact mode leaves it (after one synthetic and one real evaluation).
     rng_before_synth = capture_rng_state()
     loss_s = synth_loss(phi)
-    grads = dict(zip(keys, _grads(loss_s, list(phi.values())), strict=True))
+    grads = dict(zip(keys, _reduced(reduce, _grads(loss_s, list(phi.values()))), strict=True))
     # Release the graph now: its augmenter part (not on the way to phi, so not freed by autograd.grad) would
     # otherwise stay in memory during the two perturbed passes.
     loss_synth = float(loss_s.detach())
@@ -227,7 +241,7 @@ def _finite_difference(
         new_params, new_state = opt.step(phi, grads, opt_state)
     new_params = _detached_leaves(new_params)
     loss_r = real_loss(new_params)
-    v = dict(zip(keys, _grads(alpha * loss_r, list(new_params.values())), strict=True))
+    v = dict(zip(keys, _reduced(reduce, _grads(alpha * loss_r, list(new_params.values()))), strict=True))
     loss_real = float(loss_r.detach())
     del loss_r
     rng_after_real = capture_rng_state()
@@ -249,7 +263,7 @@ def _finite_difference(
             sides.append(_grads(synth_loss(shifted), theta))
             del shifted
         restore_rng_state(rng_after_real)
-        hypergrads = torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps)
+        hypergrads = _reduced(reduce, torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps))
     return MetaResult(
         new_params=new_params,
         new_opt_state=detach_state(new_state),

@@ -34,6 +34,7 @@ class Run:
     augmenter: nn.Module | None = None
     aug_opt: torch.optim.Optimizer | None = None
     skipped: int = 0  # consecutive updates skipped for a non-finite loss or gradient
+    reduce: Any = None  # averages gradients over processes (learn2synth.distributed); None on one process
 
     def logits(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, params, (x,))
@@ -64,7 +65,8 @@ class Run:
 
         A non-finite loss or update is not applied (see :meth:`accept`).
         """
-        result = plain_step(self.net, self.params, self.opt, self.opt_state, lambda p: self.loss(p, x, y))
+        result = plain_step(self.net, self.params, self.opt, self.opt_state, lambda p: self.loss(p, x, y),
+                            reduce=self.reduce)
         if self.accept([result.loss], result.new_params.values()):
             self.params, self.opt_state = result.new_params, result.new_opt_state
         return result.loss

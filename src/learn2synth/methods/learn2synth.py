@@ -25,7 +25,7 @@ def step(run, step: int) -> dict:
         run.net, run.params, run.opt, run.opt_state,
         synth_loss=lambda p: run.loss(p, run.augmenter.apply(x, draws), y),
         real_loss=lambda p: run.loss(p, xr, yr),
-        theta=theta, mode=cfg.mode, alpha=cfg.alpha, fd_eps=cfg.fd_eps,
+        theta=theta, mode=cfg.mode, alpha=cfg.alpha, fd_eps=cfg.fd_eps, reduce=run.reduce,
     )
     # a non-finite loss or hypergradient skips both updates: segmenter and augmenter stay as they were
     if run.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *result.hypergrads]):
