@@ -49,9 +49,13 @@ def sample_bias_field(
 
 
 def bias_log_field(params: dict, shape: Sequence[int]) -> torch.Tensor:
-    """The log of the bias field (B, 1, *shape)."""
-    field = sample_field(params["coeffs"], shape, params["zoom"])
-    return per_item(params["strength"], len(shape)) * field
+    """The log of the bias field (B, 1, *shape).
+
+    The strength scales the control points before interpolation (both are linear): the same field up to
+    float rounding, without a full-size multiplication.
+    """
+    coeffs = params["coeffs"]
+    return sample_field(per_item(params["strength"], coeffs.ndim - 2) * coeffs, shape, params["zoom"])
 
 
 def apply_bias_field(x: torch.Tensor, params: dict) -> torch.Tensor:

@@ -6,16 +6,21 @@ The image is blurred with a Gaussian whose FWHM matches the drawn voxel size (de
 voxel: ``sigma = FWHM_TO_SIGMA * sqrt(res**2 - 1)``), sampled on the coarse lattice ``k * res`` and
 linearly interpolated back to the input grid.
 
-Why hand-written and not ``F.interpolate``: every item has its own lattice, which ``F.interpolate`` cannot do
-in one batched call; a per-axis gather-based linear resampler keeps the whole batch in one pass and stays
-differentiable in the voxel size.
+Why hand-written and not ``F.interpolate`` plus a convolution: every item has its own lattice, which
+``F.interpolate`` cannot do in one batched call, and the whole effect is linear and separable. Along each
+axis, blur, lattice sampling and linear interpolation back compose into one (n x n) matrix per item
+(:func:`resolution_matrix`), applied as a batched matrix product; the result is the same as blurring then
+resampling, up to float rounding, and stays differentiable in the voxel size. Measured on 2 CPU threads for
+(2, 1, 96^3): ~80 ms, against ~1 s for the previous grouped conv3d blur followed by gather-based resampling.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ._util import FWHM_TO_SIGMA, _float_dtype, blur, draw_uniform
+from ._util import FWHM_TO_SIGMA, _float_dtype, apply_along, blur_matrix, draw_uniform
 
 
 def sample_resolution(
@@ -40,36 +45,75 @@ def sample_resolution(
     return {"res": torch.where(use_iso, iso, aniso)}
 
 
-def _linear_along(x: torch.Tensor, pos: torch.Tensor, axis: int) -> torch.Tensor:
-    """Sample ``x`` linearly at fractional positions ``pos`` (B, L) along spatial ``axis`` (clamped)."""
-    xm = x.movedim(axis + 2, -1)
-    n = xm.shape[-1]
-    pos = pos.clamp(0, n - 1)
-    lo = pos.detach().floor().clamp(max=n - 2).long() if n > 1 else torch.zeros_like(pos).long()
-    t = (pos - lo).reshape(pos.shape[0], *[1] * (xm.ndim - 2), pos.shape[1])
-    index = lo.reshape(t.shape).expand(*xm.shape[:-1], -1)
-    left = xm.gather(-1, index)
-    right = xm.gather(-1, (index + 1).clamp(max=n - 1))
-    return (left + t * (right - left)).movedim(-1, axis + 2)
+def _lattice_taps(res: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input voxels and weights (B, n, 4) that make each output voxel of the lattice resampling.
+
+    ``res`` (B,) is the voxel size along an axis of ``n`` voxels. Output voxel ``i`` sits at ``q = i / res`` on
+    the coarse lattice, between lattice points ``k = floor(q)`` and ``k + 1``, whose values are themselves
+    read linearly at ``k * res`` and ``(k + 1) * res`` of the input (clamped to the axis): four input taps.
+    """
+    r = res.unsqueeze(1)
+    q = torch.arange(n, device=res.device, dtype=res.dtype).unsqueeze(0) / r
+    k = q.detach().floor()
+    w = q - k
+    index, weight = [], []
+    for pos, w_pos in ((k * r, 1 - w), ((k + 1) * r, w)):
+        pos = pos.clamp(0, n - 1)
+        lo = pos.detach().floor().clamp(max=max(n - 2, 0)).long()
+        t = pos - lo
+        index += [lo, (lo + 1).clamp(max=n - 1)]
+        weight += [w_pos * (1 - t), w_pos * t]
+    return torch.stack(index, -1), torch.stack(weight, -1)
+
+
+def _tap_rows(index: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Matrices (B, n, m) whose row ``i`` is ``sum_q weight[:, i, q] * rows[index[:, i, q]]``.
+
+    ``rows`` is (n, m) shared by the batch or (B, n, m) per item; whole rows are copied with ``index_select``.
+    """
+    b, n = index.shape[:2]
+    if rows.ndim == 3:
+        index = index + rows.shape[1] * torch.arange(b, device=index.device).reshape(-1, 1, 1)
+        rows = rows.reshape(-1, rows.shape[-1])
+    out = 0
+    for q in range(index.shape[-1]):
+        picked = rows.index_select(0, index[..., q].flatten()).reshape(b, n, -1)
+        out = torch.addcmul(out, weight[..., q : q + 1], picked) if q else weight[..., :1] * picked
+    return out
+
+
+def lattice_matrix(res: torch.Tensor, n: int) -> torch.Tensor:
+    """Sampling on the lattice ``k * res`` and linear interpolation back, as matrices (B, n, n)."""
+    return _tap_rows(*_lattice_taps(res, n), torch.eye(n, device=res.device, dtype=res.dtype))
 
 
 def downsample_upsample(x: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
     """Sample ``x`` on the lattice ``k * res`` (per item and axis) and interpolate back linearly."""
     for axis in range(x.ndim - 2):
-        n = x.shape[axis + 2]
-        r = res[:, axis : axis + 1]
-        q = torch.arange(n, device=x.device, dtype=x.dtype).unsqueeze(0) / r
-        k = q.detach().floor()
-        w = q - k
-        left = _linear_along(x, k * r, axis)
-        right = _linear_along(x, (k + 1) * r, axis)
-        w = w.reshape(w.shape[0], *[1] * (x.ndim - 2), n).movedim(-1, axis + 2)
-        x = left + w * (right - left)
+        x = apply_along(x, lattice_matrix(res[:, axis], x.shape[axis + 2]), axis)
     return x
 
 
-def apply_resolution(x: torch.Tensor, params: dict) -> torch.Tensor:
-    """Blur ``x`` (B, C, *spatial) to the drawn resolution and resample it through the coarse lattice."""
+def resolution_matrix(res: torch.Tensor, sigma: torch.Tensor, n: int, radius: int) -> torch.Tensor:
+    """The whole effect along one axis of ``n`` voxels, (B, n, n): Gaussian blur, then lattice resampling.
+
+    ``res`` and ``sigma`` are (B,); ``radius`` is the kernel half-width (0: no blur). Equal to
+    ``lattice_matrix(res, n) @ blur_matrix(sigma, n, radius)``, built without the product: each row mixes the
+    four blur rows its lattice taps read. No scatter-add, so bit-reproducible on GPUs too.
+    """
+    if radius < 1:
+        return lattice_matrix(res, n)
+    return _tap_rows(*_lattice_taps(res, n), blur_matrix(sigma, n, radius))
+
+
+def apply_resolution(x: torch.Tensor, params: dict, truncate: float = 3.0) -> torch.Tensor:
+    """Blur ``x`` (B, C, *spatial) to the drawn resolution and resample it through the coarse lattice.
+
+    Kernels are truncated at ``truncate`` times the largest sigma of the batch.
+    """
     res = params["res"].to(x.dtype)
     sigma = FWHM_TO_SIGMA * torch.sqrt((res.square() - 1).clamp_min(1e-8))
-    return downsample_upsample(blur(x, sigma), res)
+    radius = int(math.ceil(truncate * float(sigma.detach().max()))) if sigma.numel() else 0
+    for axis in range(x.ndim - 2):
+        x = apply_along(x, resolution_matrix(res[:, axis], sigma[:, axis], x.shape[axis + 2], radius), axis)
+    return x
