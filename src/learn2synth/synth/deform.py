@@ -2,7 +2,8 @@
 
 ``sample_deform`` draws the parameters; ``deformation_grid`` turns them into a sampling grid once, and
 ``warp`` applies that grid to every array that must stay aligned (labels with ``mode="nearest"``, images with
-``mode="bilinear"``). ``apply_deform`` does both for one array.
+``mode="bilinear"``). ``apply_deform`` does both for one array; label maps take a faster route that rounds
+voxel positions and gathers, without the normalized grid.
 
 Units: rotation in degrees, scaling and shear as fractions, translation as a fraction of the field of view,
 elastic displacement in voxels. The affine acts on voxel coordinates centred on the image, so rotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._util import _float_dtype, draw_normal, draw_uniform, resize
+from ._util import _float_dtype, draw_normal, draw_uniform, sample_field
 
 
 def _rotation(angles: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -113,9 +114,36 @@ def warp(x: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.T
     Integer inputs (label maps) are warped with nearest neighbour whatever ``mode`` says, and stay integer.
     """
     if not x.is_floating_point():
-        out = F.grid_sample(x.to(grid.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=True)
-        return out.round().to(x.dtype)
+        shape = x.shape[2:]
+        # grid_sample's unnormalization (align_corners): component d of the grid is spatial axis D - 1 - d
+        pos = [(grid[..., len(shape) - 1 - a] + 1) / 2 * (n - 1) for a, n in enumerate(shape)]
+        return _gather_nearest(x, torch.stack(pos, 1))
     return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def _gather_nearest(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour resampling of ``x`` (B, C, *shape) at voxel positions ``pos`` (B, D, *shape).
+
+    Positions are voxel indices (first voxel at 0), rounded half to even like ``grid_sample``; outside the
+    field of view gives zero. Why not ``grid_sample(mode="nearest")``: its 3D CPU kernel is scalar and needs
+    the labels as floats. Here ``x`` gets a one-voxel zero border, so clamping the rounded index into it
+    replaces the bounds mask, and one ``gather`` reads the integer labels. Measured on 2 threads for
+    (2, 1, 96^3) labels: ~5x faster, and bit-identical to grid_sample at the same positions.
+    """
+    b, c, shape = x.shape[0], x.shape[1], x.shape[2:]
+    ndim = len(shape)
+    padded = F.pad(x, [1, 1] * ndim)
+    strides = [math.prod(n + 2 for n in shape[a + 1 :]) for a in range(ndim)]
+    pos = pos.detach()
+    # integers stay exact in the positions' float type up to 2 / eps (2**24 for float32): one int64 cast at the end
+    exact = math.prod(n + 2 for n in shape) <= 2 / torch.finfo(pos.dtype).eps
+    index = None
+    for axis, n in enumerate(shape):
+        r = pos[:, axis].round().clamp_(-1, n).to(pos.dtype if exact else torch.long)
+        index = r.mul_(strides[axis]) if index is None else index.add_(r, alpha=strides[axis])
+    index = index.add_(sum(strides)).long()  # the border shifts every index by one voxel along each axis
+    out = padded.reshape(b, c, -1).gather(2, index.reshape(b, 1, -1).expand(b, c, -1))
+    return out.reshape(x.shape)
 
 
 def _integrate(velocity: torch.Tensor, steps: int) -> torch.Tensor:
@@ -129,18 +157,52 @@ def _integrate(velocity: torch.Tensor, steps: int) -> torch.Tensor:
     return disp
 
 
-def deformation_grid(params: dict, shape: Sequence[int]) -> torch.Tensor:
-    """The sampling grid (B, *shape, D) of a drawn deformation, for :func:`warp`."""
+def _positions(params: dict, shape: Sequence[int], shift=0.0, scale=1.0) -> torch.Tensor:
+    """``scale * (matrix @ v + offset + elastic(v) + shift)`` at every voxel ``v`` (centred coordinates).
+
+    ``shift`` and ``scale`` are scalars or per-axis constants; returns (B, D, *shape). Linear interpolation
+    reproduces affine functions exactly, so the affine part is evaluated on the elastic control points only
+    and upsampled with the elastic field in one separable interpolation (:func:`._util.sample_field`): no
+    full-size matrix product and no extra full-size passes. With ``integrate_steps`` the elastic field is
+    integrated at full resolution first, as a velocity.
+    """
     matrix, offset, elastic = params["matrix"], params["offset"], params["elastic"]
     ndim = len(shape)
-    base = _voxel_grid(shape, matrix.device, matrix.dtype)
-    pos = torch.einsum("bij,j...->bi...", matrix, base) + offset.reshape(*offset.shape, *[1] * ndim)
-    disp = resize(elastic, shape)
-    if params.get("integrate_steps", 0):
-        disp = _integrate(disp, params["integrate_steps"])
-    return _to_torch_grid(pos + disp, shape)
+    ctrl = (offset + shift).reshape(*offset.shape, *[1] * ndim)
+    for j, (n, g) in enumerate(zip(shape, elastic.shape[2:], strict=True)):
+        # control point k of axis j sits on voxel k * (n - 1) / (g - 1), centred
+        at = torch.linspace(-(n - 1) / 2, (n - 1) / 2, g, device=matrix.device, dtype=matrix.dtype)
+        view = [1] * ndim
+        view[j] = g
+        ctrl = ctrl + matrix[:, :, j].reshape(*matrix.shape[:2], *[1] * ndim) * at.reshape(view)
+    steps = params.get("integrate_steps", 0)
+    if not steps:
+        return sample_field((ctrl + elastic) * scale, shape)
+    return (sample_field(ctrl, shape) + _integrate(sample_field(elastic, shape), steps)) * scale
+
+
+def deformation_grid(params: dict, shape: Sequence[int]) -> torch.Tensor:
+    """The sampling grid (B, *shape, D) of a drawn deformation, for :func:`warp`.
+
+    Why not an einsum over the full voxel grid plus ``F.interpolate`` of the elastic field: see
+    :func:`_positions`; measured on 2 threads at (2, 96^3), ~4x faster. Same values up to float rounding.
+    """
+    like = params["matrix"]
+    half = torch.tensor([max(n - 1, 1) / 2 for n in shape], device=like.device, dtype=like.dtype)
+    pos = _positions(params, shape, scale=1 / half.reshape(-1, *[1] * len(shape)))
+    return torch.stack([pos[:, a] for a in reversed(range(len(shape)))], dim=-1)  # grid_sample's xyz order
 
 
 def apply_deform(x: torch.Tensor, params: dict, mode: str = "bilinear") -> torch.Tensor:
-    """Deform ``x`` (B, C, *spatial) with drawn parameters (nearest neighbour for integer label maps)."""
-    return warp(x, deformation_grid(params, x.shape[2:]), mode)
+    """Deform ``x`` (B, C, *spatial) with drawn parameters (nearest neighbour for integer label maps).
+
+    Label maps skip the normalized grid: their voxel positions are rounded and gathered directly, which
+    matches ``warp(x, deformation_grid(params, shape))`` except, rarely, at a position within float rounding
+    of a half-voxel tie.
+    """
+    shape = x.shape[2:]
+    if x.is_floating_point():
+        return warp(x, deformation_grid(params, shape), mode)
+    like = params["matrix"]
+    centre = torch.tensor([(n - 1) / 2 for n in shape], device=like.device, dtype=like.dtype)  # to index coords
+    return _gather_nearest(x, _positions(params, shape, shift=centre))

@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from .bias import apply_bias_field, sample_bias_field
-from .deform import deformation_grid, sample_deform, warp
+from .deform import apply_deform, sample_deform
 from .gamma import apply_gamma, sample_gamma
 from .gmm import apply_gmm, sample_gmm
 from .noise import apply_noise, sample_noise
@@ -163,13 +163,18 @@ class Synthesizer:
 
     def classes_and_target(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Map label values to intensity classes and target classes; also return the class count K."""
+        classes, target = self._lookup(labels)
+        return classes, target, int(labels.max()) + 1 if self._class_lut is None else self.n_classes
+
+    def _lookup(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(classes, target) of label maps, without counting the classes (a full pass saved when rendering)."""
         if self._class_lut is None:
-            return labels, labels, int(labels.max()) + 1
+            return labels, labels
         if int(labels.max()) >= len(self._class_lut) or bool((self._class_lut[labels] < 0).any()):
             known = set(self.config.labels.generation_labels)
             extra = sorted(set(labels.unique().tolist()) - known)
             raise ValueError(f"label values {extra[:10]} are not in labels.generation_labels")
-        return self._class_lut[labels], self._target_lut[labels], self.n_classes
+        return self._class_lut[labels], self._target_lut[labels]
 
     def sample(self, labels: torch.Tensor, generator: torch.Generator) -> dict:
         """Draw every random parameter for a batch of label maps (B, 1, *spatial)."""
@@ -203,9 +208,13 @@ class Synthesizer:
     def apply(self, labels: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Render (image, target) from label maps and drawn parameters; deterministic."""
         _check_labels(labels)
+        return self._render(labels, params)
+
+    def _render(self, labels: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`apply` without checking the label maps (already checked by :meth:`sample`)."""
         if "deform" in params:
-            labels = warp(labels, deformation_grid(params["deform"], labels.shape[2:]))
-        classes, target, _ = self.classes_and_target(labels)
+            labels = apply_deform(labels, params["deform"])
+        classes, target = self._lookup(labels)
         image = apply_gmm(classes, params["gmm"])
         if "bias" in params:
             image = apply_bias_field(image, params["bias"])
@@ -220,7 +229,7 @@ class Synthesizer:
 
     def __call__(self, labels: torch.Tensor, generator: torch.Generator) -> SynthResult:
         params = self.sample(labels, generator)
-        image, target = self.apply(labels, params)
+        image, target = self._render(labels, params)
         return SynthResult(image, target, params)
 
 
