@@ -61,4 +61,4 @@ def apply_gmm(classes: torch.Tensor, params: dict) -> torch.Tensor:
     if params.get("smooth", 0.0) > 0:
         noise = blur(noise, torch.full((1,), params["smooth"], dtype=noise.dtype, device=noise.device))
         noise = noise / noise.flatten(1).std(1).reshape(-1, *[1] * (noise.ndim - 1)).clamp_min(1e-6)
-    return mu + sd * noise
+    return torch.addcmul(mu, sd, noise)  # mu + sd * noise without the temporary product

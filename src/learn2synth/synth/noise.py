@@ -46,5 +46,5 @@ def apply_noise(x: torch.Tensor, params: dict) -> torch.Tensor:
     noisy = x + sigma * z[:, :1]
     if params["kind"] == "gaussian":
         return noisy
-    rest = (sigma * z[:, 1:]).square().sum(1, keepdim=True)
+    rest = sigma.square() * z[:, 1:].square().sum(1, keepdim=True)  # sigma^2 once, not per component
     return torch.sqrt(noisy.square() + rest + 1e-12)

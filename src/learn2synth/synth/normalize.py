@@ -11,8 +11,7 @@ def _per_item_view(v: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def normalize_minmax(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Scale each item of ``x`` (B, ...) linearly to [0, 1]; a constant item becomes 0."""
-    flat = x.flatten(1)
-    lo, hi = flat.min(1).values, flat.max(1).values
+    lo, hi = torch.aminmax(x.flatten(1), dim=1)
     return (x - _per_item_view(lo, x.ndim)) / _per_item_view((hi - lo).clamp_min(eps), x.ndim)
 
 
