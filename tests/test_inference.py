@@ -186,3 +186,19 @@ def test_tissue_mapping_reproduces_oasis_seg4_from_seg35():
     seg35 = read_image(subject / "aligned_seg35.nii.gz").array[::2, ::2, ::2].astype(np.int64)
     seg4 = read_image(subject / "aligned_seg4.nii.gz").array[::2, ::2, ::2]
     np.testing.assert_array_equal(tissue(np.array(aseg)[seg35]), seg4)
+
+
+def test_label_mapping_travels_inside_the_checkpoint(tmp_path):
+    labels = np.zeros((24, 24, 3), np.int16)
+    labels[4:20, 4:20] = 10
+    labels[8:16, 8:16] = 41
+    for i in range(2):
+        save_nifti(tmp_path / f"seg{i}.nii.gz", labels)
+    (tmp_path / "map.yaml").write_text("mapping: {10: 1, 41: 2}\ndefault: 0\n")
+    config = load_train_config(None, [
+        "method=synthseg", "steps=1", "net.channels=[4,8]", "data.shape=[24,24]", "data.n_classes=3",
+        f"data.labels={tmp_path}", f"data.label_mapping={tmp_path / 'map.yaml'}", "data.real=null", "threads=1"])
+    train(config, tmp_path / "run", progress=False, tensorboard=False)
+    (tmp_path / "map.yaml").unlink()  # predicting must not need the YAML file any more
+    model = load_model(tmp_path / "run")
+    assert model.class_values(np.array([0, 1, 2])).tolist() == [0, 10, 41]

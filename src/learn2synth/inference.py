@@ -87,7 +87,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
     """
     from .checkpoint import latest_checkpoint, load_checkpoint
     from .config import from_dict
-    from .nets import build_segmenter
+    from .train import build_net
     from .train_config import TrainConfig
 
     path = Path(path)
@@ -106,9 +106,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
     if not isinstance(params, dict):
         raise InputError(path, "checkpoint holds no segmenter parameters (state['params'])")
     d, n = config.data, config.net
-    net = build_segmenter(d.spatial_dims, 1, d.n_classes, channels=tuple(n.channels),
-                          strides=None if n.strides is None else tuple(n.strides), num_res_units=n.num_res_units,
-                          norm=n.norm, dropout=n.dropout, act=n.act)
+    net = build_net(config)
     try:
         net.load_state_dict(params)
     except RuntimeError as e:
@@ -119,7 +117,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
     device = torch.device(device)
     net.to(device).eval()
     strides = n.strides if n.strides is not None else [2] * (len(n.channels) - 1)
-    mapping = _mapping(path, label_mapping or d.label_mapping, d.n_classes)
+    stored = (checkpoint.get("extra") or {}).get("label_mapping")
+    if stored is not None and not label_mapping:  # the mapping itself travels with the checkpoint
+        from .io import LabelMapping
+
+        mapping = LabelMapping(stored["mapping"], stored["default"])
+    else:
+        mapping = _mapping(path, label_mapping or d.label_mapping, d.n_classes)
     return Model(net, path, d.spatial_dims, d.n_classes, d.slice_axis, config.synth.normalize, tuple(d.shape),
                  math.prod(strides), mapping, device)
 

@@ -38,6 +38,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def build_net(config: TrainConfig):
+    """The segmenter a config describes (training and inference build it the same way)."""
+    d, n = config.data, config.net
+    return build_segmenter(d.spatial_dims, 1, d.n_classes, channels=tuple(n.channels),
+                           strides=None if n.strides is None else tuple(n.strides), num_res_units=n.num_res_units,
+                           norm=n.norm, dropout=n.dropout, act=n.act)
+
+
 def build_augmenter(config: TrainConfig):
     from .augment.parametric import ParametricAugmenter
     from .augment.residual import ResidualAugmenter
@@ -106,10 +114,7 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
             real = real.subset(_shard(list(range(len(real))), info))
 
     torch.manual_seed(derive_seed(config.seed, "init"))
-    n = config.net
-    net = build_segmenter(d.spatial_dims, 1, d.n_classes, channels=tuple(n.channels),
-                          strides=None if n.strides is None else tuple(n.strides), num_res_units=n.num_res_units,
-                          norm=n.norm, dropout=n.dropout, act=n.act).to(device)
+    net = build_net(config).to(device)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
     opt = get_optimizer(config.optim.name, **config.optim.options())
     augmenter = aug_opt = None
@@ -119,7 +124,7 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
     stream = derive_seed(config.seed, "train", info.rank) if info.active else derive_seed(config.seed, "train")
     generator = torch.Generator(device=device).manual_seed(stream)
     run = Run(config, net, params, opt, opt.init(params), get_loss(config.loss), synth, labels, real, generator,
-              device, augmenter, aug_opt, reduce=mean_reducer(info))
+              device, augmenter, aug_opt, reduce=mean_reducer(info), label_mapping=mapping)
     return run, val
 
 
@@ -166,6 +171,9 @@ def save(run: Run, out: Path, step: int, extra: dict | None = None, info: DistIn
     rngs = gather_objects(capture_rng_state({"train": run.generator}), info)
     path = None
     if info.is_main:
+        extra = dict(extra or {})
+        if run.label_mapping is not None:  # stored whole, so predicting never depends on the YAML file's path
+            extra["label_mapping"] = {"mapping": run.label_mapping.mapping, "default": run.label_mapping.default}
         path = save_checkpoint(checkpoint_path(out, step), config=to_dict(run.config), step=step, state=_state(run),
                                rng={"per_rank": rngs}, extra=extra)
         prune_checkpoints(out, run.config.keep_checkpoints)
