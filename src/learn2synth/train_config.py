@@ -47,6 +47,9 @@ class DataConfig:
     def validate(self):
         if len(self.shape) != self.spatial_dims:
             raise ConfigError("shape", f"needs {self.spatial_dims} sizes (spatial_dims), got {self.shape}")
+        if "phantom" in (self.labels, self.real) and self.n_classes < 4:
+            raise ConfigError("n_classes", f"phantoms have at least 4 labels (background, CSF, cortex, white "
+                                           f"matter), got {self.n_classes}")
 
 
 @dataclass
