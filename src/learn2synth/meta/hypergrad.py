@@ -9,7 +9,9 @@ Notation (see DESIGN.md): ``phi`` are the segmenter's parameters, ``theta`` the 
 and keeps ``phi'`` (detached): the real images never change ``phi``. ``phi'`` and the optimizer state are exactly
 those of :func:`plain_step` on ``loss_synth`` alone. Two ways to get the hypergradient:
 
-- ``"exact"``: ``g`` is computed with ``create_graph=True`` and the update is differentiated by autograd.
+- ``"exact"``: ``g`` is computed with ``create_graph=True``; with ``v = d alpha*loss_real / d phi'`` and
+  ``w = (d phi' / d g)^T v`` (``opt.vjp``), ``hypergrads = (d g / d theta)^T w`` by a second-order backward from
+  ``g``. This is the derivative through the update, without recording the optimizer in the graph.
 - ``"fd"`` (DARTS, Liu et al. 2019, https://arxiv.org/abs/1806.09055): with ``v = d alpha*loss_real / d phi'``
   and ``w = (d phi' / d g)^T v`` (``opt.vjp``), ``hypergrads = (d/d theta) [w . g(phi, theta)]`` is estimated
   by the central difference ``(grad_theta loss_synth(phi + eps w) - grad_theta loss_synth(phi - eps w)) / 2 eps``,
@@ -33,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from learn2synth.errors import ConfigError
-from learn2synth.meta.optim import FunctionalOptimizer, detach_state
+from learn2synth.meta.optim import FunctionalOptimizer, detach_state, serial_math
 from learn2synth.rng import capture_rng_state, restore_rng_state
 
 __all__ = ["MetaResult", "StepResult", "meta_step", "plain_step", "MODES"]
@@ -203,15 +205,39 @@ def _exact(
     keys = list(phi)
     loss_s = synth_loss(phi)
     grads = _reduced(reduce, _grads(loss_s, list(phi.values()), create_graph=True))
-    new_params, new_state = opt.step(phi, dict(zip(keys, grads, strict=True)), opt_state)
+    loss_synth = float(loss_s.detach())
+    del loss_s  # the graph lives on through grads
+    # phi' is the plain update (no graph through the optimizer): the chain rule is applied by hand below, with
+    # v = d alpha*loss_real / d phi' and w = (d phi' / d g)^T v, so that hypergrads = (d g / d theta)^T w.
+    # Same values as differentiating through opt.step, without recording the optimizer, and the real graph is
+    # released before the second-order backward instead of being held through it.
+    with torch.no_grad():
+        new_params, new_state = opt.step(phi, dict(zip(keys, [g.detach() for g in grads], strict=True)), opt_state)
+    new_params = _detached_leaves(new_params)
     loss_r = real_loss(new_params)
-    hypergrads = _reduced(reduce, _grads(alpha * loss_r, theta))
+    v = dict(zip(keys, _grads(alpha * loss_r, list(new_params.values())), strict=True))
+    loss_real = float(loss_r.detach())
+    del loss_r
+    w = opt.vjp(phi, {k: g.detach() for k, g in zip(keys, grads, strict=True)}, opt_state, v)
+    del v
+    # Second-order backward from the inner gradient; under `reduce` it runs back through the differentiable
+    # average, as it did through phi'.
+    pairs = [(g, w[k]) for k, g in zip(keys, grads, strict=True) if g.requires_grad]
+    del grads, w
+    if pairs:
+        outputs, vectors = zip(*pairs, strict=True)
+        del pairs
+        found = torch.autograd.grad(outputs, theta, vectors, allow_unused=True)
+        del outputs, vectors
+        hypergrads = [torch.zeros_like(t) if h is None else h for t, h in zip(theta, found, strict=True)]
+    else:  # no inner gradient depends on anything that requires grad
+        hypergrads = [torch.zeros_like(t) for t in theta]
     return MetaResult(
-        new_params=_detached_leaves(new_params),
+        new_params=new_params,
         new_opt_state=detach_state(new_state),
-        hypergrads=hypergrads,
-        loss_synth=float(loss_s.detach()),
-        loss_real=float(loss_r.detach()),
+        hypergrads=_reduced(reduce, hypergrads),
+        loss_synth=loss_synth,
+        loss_real=loss_real,
     )
 
 
@@ -249,7 +275,8 @@ def _finite_difference(
     w = opt.vjp(phi, grads, opt_state, v)
     del v, grads
     w_list = [w[k] for k in keys]
-    norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(w_list)))) if w_list else 0.0
+    with serial_math(w_list):
+        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(w_list)))) if w_list else 0.0
     if norm == 0.0 or not math.isfinite(norm):
         # the real loss is flat in phi' (or w overflowed): nothing to difference
         hypergrads = [torch.zeros_like(t) for t in theta]
@@ -257,7 +284,7 @@ def _finite_difference(
         eps = fd_eps if fd_eps is not None else 0.01 / norm
         sides = []
         for sign in (1.0, -1.0):
-            with torch.no_grad():
+            with torch.no_grad(), serial_math(w_list):
                 shifted = dict(zip(keys, torch._foreach_add(phi_list, w_list, alpha=sign * eps), strict=True))
             restore_rng_state(rng_before_synth)
             sides.append(_grads(synth_loss(shifted), theta))
