@@ -115,3 +115,33 @@ def test_unwritable_output_is_refused_before_training(tmp_path):
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot write"):
         train(tiny("synthseg"), blocker / "run", progress=False, tensorboard=False)
+
+
+def test_phantom_real_contrast_is_a_fixed_intensity_per_label():
+    from learn2synth.synth import Synthesizer
+    from learn2synth.train import phantom_data
+
+    contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    config = tiny("learn2synth", "data.phantom_real.sigma=0", "data.phantom_real.bias=[]",
+                  f"data.phantom_real.contrast={contrast}")
+    _, real, test = phantom_data(config, Synthesizer(config.synth))
+    for image, label in [*zip(real.images, real.labels, strict=True), *zip(test.images, test.labels, strict=True)]:
+        assert torch.equal(image, torch.tensor(contrast)[label])  # hand lookup: no noise, no bias, no rescaling
+
+
+def test_contrast_and_betas_are_validated():
+    from learn2synth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="contrast"):
+        tiny("learn2synth", "data.phantom_real.contrast=[0,0.5,1]")
+    with pytest.raises(ConfigError, match="betas"):
+        tiny("learn2synth", "augmenter.betas=[0.9]")
+    with pytest.raises(ConfigError, match="betas"):
+        tiny("learn2synth", "augmenter.betas=[1.0,0.999]")
+
+
+def test_augmenter_betas_reach_the_optimizer():
+    from learn2synth.train import setup
+
+    run, _ = setup(tiny("learn2synth", "augmenter.betas=[0,0.99]"))
+    assert run.aug_opt.param_groups[0]["betas"] == (0.0, 0.99)

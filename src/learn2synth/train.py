@@ -71,7 +71,8 @@ def phantom_data(config: TrainConfig, synth: Synthesizer) -> tuple[LabelPool, Re
     hidden = ParametricAugmenter(noise="sigma" if pr.sigma > 0 else None, noise_init=max(pr.sigma, 1e-6),
                                  bias_points=(2, 4, 8)[: len(pr.bias)], bias_init=tuple(pr.bias) or 0.0)
     with torch.no_grad():
-        images = hidden(synth(held_out, g).image, g)
+        clean = synth(held_out, g).image if pr.contrast is None else torch.tensor(pr.contrast)[held_out.long()]
+        images = hidden(clean, g)
     pool = RealPool(list(images), list(held_out), [f"phantom{i}" for i in range(len(images))])
     n = pr.train_count
     return LabelPool(list(maps)), pool.subset(range(n)), pool.subset(range(n, n + pr.test_count))
@@ -120,7 +121,8 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
     augmenter = aug_opt = None
     if config.method == "learn2synth":
         augmenter = build_augmenter(config).to(device)
-        aug_opt = torch.optim.Adam(augmenter.parameters(), lr=config.augmenter.lr)
+        aug_opt = torch.optim.Adam(augmenter.parameters(), lr=config.augmenter.lr,
+                                   betas=tuple(config.augmenter.betas))
     stream = derive_seed(config.seed, "train", info.rank) if info.active else derive_seed(config.seed, "train")
     generator = torch.Generator(device=device).manual_seed(stream)
     run = Run(config, net, params, opt, opt.init(params), get_loss(config.loss), synth, labels, real, generator,

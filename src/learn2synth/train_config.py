@@ -27,6 +27,8 @@ class PhantomRealConfig:
     test_count: int = field(default=32, metadata={"range": (1, None)})
     sigma: float = field(default=0.10, metadata=NON_NEGATIVE)
     bias: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata=NON_NEGATIVE)
+    # a fixed intensity per label (one "modality", like a real scan); None: random contrast as in the synthesis
+    contrast: list[float] | None = field(default=None, metadata=FRACTION)
 
 
 @dataclass
@@ -50,6 +52,10 @@ class DataConfig:
         if "phantom" in (self.labels, self.real) and self.n_classes < 4:
             raise ConfigError("n_classes", f"phantoms have at least 4 labels (background, CSF, cortex, white "
                                            f"matter), got {self.n_classes}")
+        contrast = self.phantom_real.contrast
+        if self.real == "phantom" and contrast is not None and len(contrast) != self.n_classes:
+            raise ConfigError("phantom_real.contrast", f"needs one intensity per label ({self.n_classes}), got "
+                                                            f"{len(contrast)}")
 
 
 @dataclass
@@ -87,6 +93,12 @@ class AugmenterConfig:
     blur_init: float | None = None
     channels: list[int] = field(default_factory=lambda: [8, 16, 32])  # residual augmenter
     lr: float = field(default=0.02, metadata=POSITIVE)
+    # Adam's (beta1, beta2) for the augmenter; beta1 = 0 lets a noisy hypergradient move it without momentum
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"range": (0, 1), "open": "high"})
+
+    def validate(self):
+        if len(self.betas) != 2:
+            raise ConfigError("betas", f"needs two values (beta1, beta2), got {self.betas}")
 
 
 @dataclass
