@@ -145,3 +145,18 @@ def test_augmenter_betas_reach_the_optimizer():
 
     run, _ = setup(tiny("learn2synth", "augmenter.betas=[0,0.99]"))
     assert run.aug_opt.param_groups[0]["betas"] == (0.0, 0.99)
+
+
+def test_phantom_real_sigma_range_draws_one_sigma_per_image():
+    from learn2synth.synth import Synthesizer
+    from learn2synth.train import phantom_data
+
+    contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    config = tiny("learn2synth", "data.phantom_real.sigma_range=[0.05,0.2]", "data.phantom_real.bias=[]",
+                  f"data.phantom_real.contrast={contrast}", "data.phantom_real.test_count=12", "data.shape=[64,64]")
+    _, _, test = phantom_data(config, Synthesizer(config.synth))
+    sigmas = torch.stack([(x - torch.tensor(contrast)[y]).std() for x, y in zip(test.images, test.labels,
+                                                                                 strict=True)])
+    assert 0.04 < sigmas.min() < sigmas.max() < 0.21 and sigmas.max() - sigmas.min() > 0.03
+    with pytest.raises(Exception, match="sigma_range"):
+        tiny("learn2synth", "data.phantom_real.sigma_range=[0.2,0.1]")

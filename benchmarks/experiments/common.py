@@ -9,7 +9,6 @@ folder (label maps for synthesis, a manifest of the few real training pairs), bu
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import platform
@@ -154,14 +153,10 @@ def score(pred: np.ndarray, ref: np.ndarray, n_classes: int, case: str, spacing=
 
 
 def final_learned(metrics_csv: Path) -> dict[str, float]:
-    """The augmenter's last logged learned values (parametric augmenter), if any."""
-    if not metrics_csv.exists():
-        return {}
-    with open(metrics_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("noise.sigma") or r.get("bias.low")]
-    if not rows:
-        return {}
-    return {k: float(v) for k, v in rows[-1].items() if v and (k.startswith("noise.") or k.startswith("bias."))}
+    """The augmenter's learned values (parametric augmenter), averaged over the last 20% of the run."""
+    from learn2synth.runlog import learned_estimate
+
+    return learned_estimate(metrics_csv)
 
 
 def _fmt(mean: float, sd: float, digits: int = 3) -> str:

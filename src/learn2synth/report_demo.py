@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
 
-
-def _series(metrics_csv: Path, keys) -> dict:
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)] for k in keys}
+from .runlog import series as _series
 
 
 def demo_figures(folder: Path, l2s_cfg, base_cfg, hidden: dict) -> dict[str, Path]:

@@ -68,7 +68,8 @@ def phantom_data(config: TrainConfig, synth: Synthesizer) -> tuple[LabelPool, Re
     g = torch.Generator().manual_seed(derive_seed(config.seed, "phantoms"))
     maps = phantom_labels(d.phantom_count, d.shape, d.n_classes, generator=g)
     held_out = phantom_labels(pr.train_count + pr.test_count, d.shape, d.n_classes, generator=g)
-    hidden = ParametricAugmenter(noise="sigma" if pr.sigma > 0 else None, noise_init=max(pr.sigma, 1e-6),
+    noise = "range" if pr.sigma_range else "sigma" if pr.sigma > 0 else None
+    hidden = ParametricAugmenter(noise=noise, noise_init=pr.sigma_range or max(pr.sigma, 1e-6),
                                  bias_points=(2, 4, 8)[: len(pr.bias)], bias_init=tuple(pr.bias) or 0.0)
     with torch.no_grad():
         clean = synth(held_out, g).image if pr.contrast is None else torch.tensor(pr.contrast)[held_out.long()]

@@ -26,6 +26,7 @@ class PhantomRealConfig:
     train_count: int = field(default=8, metadata={"range": (1, None)})
     test_count: int = field(default=32, metadata={"range": (1, None)})
     sigma: float = field(default=0.10, metadata=NON_NEGATIVE)
+    sigma_range: list[float] | None = field(default=None, metadata=NON_NEGATIVE)  # [lo, hi]: per-image sigma
     bias: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata=NON_NEGATIVE)
     # a fixed intensity per label (one "modality", like a real scan); None: random contrast as in the synthesis
     contrast: list[float] | None = field(default=None, metadata=FRACTION)
@@ -52,7 +53,9 @@ class DataConfig:
         if "phantom" in (self.labels, self.real) and self.n_classes < 4:
             raise ConfigError("n_classes", f"phantoms have at least 4 labels (background, CSF, cortex, white "
                                            f"matter), got {self.n_classes}")
-        contrast = self.phantom_real.contrast
+        contrast, sigma_range = self.phantom_real.contrast, self.phantom_real.sigma_range
+        if sigma_range is not None and not (len(sigma_range) == 2 and 0 < sigma_range[0] < sigma_range[1]):
+            raise ConfigError("phantom_real.sigma_range", f"needs [lo, hi] with 0 < lo < hi, got {sigma_range}")
         if self.real == "phantom" and contrast is not None and len(contrast) != self.n_classes:
             raise ConfigError("phantom_real.contrast", f"needs one intensity per label ({self.n_classes}), got "
                                                             f"{len(contrast)}")
