@@ -73,3 +73,10 @@ def test_bad_arguments_are_refused():
         ParametricAugmenter(noise="range", noise_init=(0.2, 0.1))
     with pytest.raises(ValueError, match="bias_init"):
         ParametricAugmenter(bias_init=(0.1, 0.2))
+
+
+def test_zero_initial_values_are_accepted_and_start_at_about_zero():
+    aug = ParametricAugmenter(noise="sigma", noise_init=0.0, bias_init=[1.0, 0.0, 0.0])
+    values = aug.learned_values()
+    assert values["noise.sigma"] < 1e-7 and values["bias.middle"] < 1e-7 and values["bias.high"] < 1e-7
+    assert abs(values["bias.low"] - 1.0) < 1e-6

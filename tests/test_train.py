@@ -160,3 +160,10 @@ def test_phantom_real_sigma_range_draws_one_sigma_per_image():
     assert 0.04 < sigmas.min() < sigmas.max() < 0.21 and sigmas.max() - sigmas.min() > 0.03
     with pytest.raises(Exception, match="sigma_range"):
         tiny("learn2synth", "data.phantom_real.sigma_range=[0.2,0.1]")
+
+
+def test_resuming_a_finished_run_reports_its_final_validation(tmp_path):
+    config = tiny("synthseg")
+    first = train(config, tmp_path, progress=False, tensorboard=False)
+    again = train(config, tmp_path, resume=True, progress=False, tensorboard=False)
+    assert again["dice_mean"] == first["dice_mean"] and set(first) - {"seconds"} == set(again) - {"seconds"}

@@ -244,15 +244,17 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     if info.is_main:
         _check_writable(out, run)
     barrier(info)
-    start = 0
+    start, metrics = 0, {}
     if resume and (path := latest_checkpoint(out)) is not None:
         start = restore(run, path, info)
+        if start >= config.steps:  # nothing left to do: report the finished run's final validation
+            metrics = dict(load_checkpoint(path, map_location="cpu")["extra"].get("metrics", {}))
     # only the main rank logs, validates and writes; the others compute their shards and join the averages
     val = val if info.is_main else None
     log = CsvLog(out / "metrics.csv", start) if info.is_main else _NoLog()
     writer = _tensorboard(out) if tensorboard and info.is_main else None
     step_fn = METHODS[config.method]
-    metrics, t0 = {}, time.perf_counter()
+    t0 = time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method,
                disable=not (progress and info.is_main))
     skipped_total = 0

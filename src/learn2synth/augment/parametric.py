@@ -28,6 +28,8 @@ from ..synth._util import blur, draw_normal, per_item, resize
 
 
 def _inverse_softplus(y: float) -> float:
+    """softplus^-1(y); a value of 0 (no effect) starts at 1e-8, the closest a softplus gets to it."""
+    y = max(float(y), 1e-8)
     return y + math.log(-math.expm1(-y)) if y < 20 else y
 
 
