@@ -167,3 +167,13 @@ def test_resuming_a_finished_run_reports_its_final_validation(tmp_path):
     first = train(config, tmp_path, progress=False, tensorboard=False)
     again = train(config, tmp_path, resume=True, progress=False, tensorboard=False)
     assert again["dice_mean"] == first["dice_mean"] and set(first) - {"seconds"} == set(again) - {"seconds"}
+
+
+@pytest.mark.parametrize("mode", ["exact", "fd"])
+def test_debiased_learn2synth_trains_and_learns_differently(tmp_path, mode):
+    runs = {}
+    for debias in (False, True):
+        config = tiny("learn2synth", f"meta.mode={mode}", f"meta.debias={str(debias).lower()}")
+        train(config, tmp_path / str(debias), progress=False, tensorboard=False)
+        runs[debias] = params_of(tmp_path / str(debias))["augmenter"]["raw_sigma"]
+    assert runs[True] != torch.tensor(-4.60016) and runs[True] != runs[False]

@@ -111,6 +111,9 @@ class MetaConfig:
     meta_every: int = field(default=1, metadata={"range": (1, None)})
     warmup: int = field(default=0, metadata=NON_NEGATIVE)  # plain synthetic steps before meta-learning
     fd_eps: float | None = None
+    # subtract the loss of an independent synthetic batch at phi' from the real loss (gradient matching; see
+    # learn2synth.meta.hypergrad._objective): the learned values then settle where synthesis matches real data
+    debias: bool = False
 
 
 @dataclass

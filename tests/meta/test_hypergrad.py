@@ -231,3 +231,36 @@ def test_bad_arguments():
     bn_net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     with pytest.raises(ConfigError, match="running statistics"):
         meta_step(bn_net, dict(bn_net.named_parameters()), *args[2:])
+
+
+@pytest.mark.parametrize("mode", ["exact", "fd"])
+def test_reference_loss_is_subtracted_from_the_outer_objective(mode):
+    """With a reference batch the hypergradient is d [loss_real - loss_ref](phi'(theta)) / d theta (central
+    differences through the plain inner step), and the logged real loss stays the real loss alone."""
+    problem = Problem(2)
+    opt = Adam(lr=0.01)
+    params, state = problem.warm_start(opt)
+    ref_image = torch.randn(problem.image.shape, generator=torch.Generator().manual_seed(5), dtype=F64)
+
+    def reference(phi):  # an independent batch that does not depend on theta
+        return dice_ce_loss(functional_call(problem.net, phi, (ref_image,)), problem.label)
+
+    result = meta_step(problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta,
+                       mode=mode, reference_loss=reference)
+    expected = []
+    for i in range(len(problem.theta)):
+        values = []
+        for sign in (1, -1):
+            theta = [t.detach().clone() for t in problem.theta]
+            theta[i] += sign * 1e-5
+            phi2 = plain_step(problem.net, params, opt, state, problem.synth_loss(theta)).new_params
+            values.append((problem.real_loss()(phi2) - reference(phi2)).item())
+        expected.append(torch.tensor((values[0] - values[1]) / 2e-5, dtype=F64))
+    plain = meta_step(problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta,
+                      mode=mode)
+    assert _rel(expected, plain.hypergrads) > 1e-2  # the reference changes the answer: the test can fail
+    assert _rel(result.hypergrads, expected) < (1e-3 if mode == "exact" else 1e-2)
+    assert result.loss_real == plain.loss_real
+    same = meta_step(problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta,
+                     mode=mode, reference_loss=problem.real_loss())
+    assert all(float(h.abs()) < 1e-12 for h in same.hypergrads)  # loss_real - loss_real: nothing to learn

@@ -153,6 +153,7 @@ def meta_step(
     alpha: float = 1.0,
     fd_eps: float | None = None,
     reduce: Reduce | None = None,
+    reference_loss: LossOfParams | None = None,
 ) -> MetaResult:
     """Inner update of ``phi`` on the synthetic loss and hypergradient of the real loss w.r.t. ``theta``.
 
@@ -174,6 +175,10 @@ def meta_step(
             :mod:`learn2synth.distributed`). It is applied to the inner gradient (so ``phi'`` follows the global
             batch and, in exact mode, the hypergradient flows through the average), to ``v`` in fd mode, and to
             the hypergradients. ``None``: one process.
+        reference_loss: ``phi' -> loss`` on an independent synthetic batch whose images do not depend on
+            ``theta``, or None. When given, the outer objective is ``alpha * (loss_real - loss_reference)`` at
+            ``phi'``: the hypergradient then matches the synthetic to the real gradient instead of aligning them
+            (see :func:`_objective`).
 
     Returns:
         :class:`MetaResult`.
@@ -188,8 +193,24 @@ def meta_step(
     _check_net(net)
     phi = _leaves(params)
     if mode == "exact":
-        return _exact(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, reduce)
-    return _finite_difference(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, fd_eps, reduce)
+        return _exact(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, reduce, reference_loss)
+    return _finite_difference(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, fd_eps, reduce,
+                              reference_loss)
+
+
+def _objective(real_loss: LossOfParams, reference_loss: LossOfParams | None, new_params: Params):
+    """(outer objective at phi', real loss value).
+
+    With plain Learn2Synth the objective is the real loss. Its expected hypergradient, where the augmented
+    synthesis already matches the real data, is ``-(1/2) d||E g||^2 / d theta`` (g the preconditioned inner
+    gradient) rather than zero, so theta drifts toward corruptions that change the size of the synthetic gradient.
+    Subtracting the loss of an independent synthetic batch at phi' turns the first-order objective into
+    ``(1/2) ||E g - E g_real||^2``, which is stationary at a match.
+    """
+    loss_r = real_loss(new_params)
+    if reference_loss is None:
+        return loss_r, loss_r
+    return loss_r - reference_loss(new_params), loss_r
 
 
 def _exact(
@@ -201,6 +222,7 @@ def _exact(
     theta: list[Tensor],
     alpha: float,
     reduce: Reduce | None,
+    reference_loss: LossOfParams | None = None,
 ) -> MetaResult:
     keys = list(phi)
     loss_s = synth_loss(phi)
@@ -214,10 +236,10 @@ def _exact(
     with torch.no_grad():
         new_params, new_state = opt.step(phi, dict(zip(keys, [g.detach() for g in grads], strict=True)), opt_state)
     new_params = _detached_leaves(new_params)
-    loss_r = real_loss(new_params)
-    v = dict(zip(keys, _grads(alpha * loss_r, list(new_params.values())), strict=True))
+    objective, loss_r = _objective(real_loss, reference_loss, new_params)
+    v = dict(zip(keys, _grads(alpha * objective, list(new_params.values())), strict=True))
     loss_real = float(loss_r.detach())
-    del loss_r
+    del loss_r, objective
     w = opt.vjp(phi, {k: g.detach() for k, g in zip(keys, grads, strict=True)}, opt_state, v)
     del v
     # Second-order backward from the inner gradient; under `reduce` it runs back through the differentiable
@@ -251,6 +273,7 @@ def _finite_difference(
     alpha: float,
     fd_eps: float | None,
     reduce: Reduce | None,
+    reference_loss: LossOfParams | None = None,
 ) -> MetaResult:
     keys = list(phi)
     phi_list = [p.detach() for p in phi.values()]
@@ -266,10 +289,10 @@ def _finite_difference(
     with torch.no_grad():
         new_params, new_state = opt.step(phi, grads, opt_state)
     new_params = _detached_leaves(new_params)
-    loss_r = real_loss(new_params)
-    v = dict(zip(keys, _reduced(reduce, _grads(alpha * loss_r, list(new_params.values()))), strict=True))
+    objective, loss_r = _objective(real_loss, reference_loss, new_params)
+    v = dict(zip(keys, _reduced(reduce, _grads(alpha * objective, list(new_params.values()))), strict=True))
     loss_real = float(loss_r.detach())
-    del loss_r
+    del loss_r, objective
     rng_after_real = capture_rng_state()
 
     w = opt.vjp(phi, grads, opt_state, v)

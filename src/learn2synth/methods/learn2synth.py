@@ -20,12 +20,19 @@ def step(run, step: int) -> dict:
             xa = run.augmenter.apply(x, draws)
         return {"loss_synth": run.update(xa, y), **run.augmenter.learned_values()}
     xr, yr = run.real_batch()
+    reference_loss = None
+    if cfg.debias:  # an independent synthetic batch, augmented with the current (fixed) theta
+        x2, y2 = run.synth_batch()
+        with torch.no_grad():
+            xa2 = run.augmenter.apply(x2, run.augmenter.sample(x2, run.generator))
+        reference_loss = lambda p: run.loss(p, xa2, y2)  # noqa: E731
     theta = [p for p in run.augmenter.parameters() if p.requires_grad]
     result = meta_step(
         run.net, run.params, run.opt, run.opt_state,
         synth_loss=lambda p: run.loss(p, run.augmenter.apply(x, draws), y),
         real_loss=lambda p: run.loss(p, xr, yr),
         theta=theta, mode=cfg.mode, alpha=cfg.alpha, fd_eps=cfg.fd_eps, reduce=run.reduce,
+        reference_loss=reference_loss,
     )
     # a non-finite loss or hypergradient skips both updates: segmenter and augmenter stay as they were
     if run.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *result.hypergrads]):
