@@ -147,4 +147,4 @@ def _rel(value, truth) -> str:
     """Relative error as text ('-' when undefined)."""
     if value is None or not truth:
         return "-"
-    return f"{100 * (value - truth) / truth:+.0f}%"
+    return f"{100 * (value - truth) / truth:+.1f}%"
