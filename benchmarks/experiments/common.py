@@ -106,16 +106,13 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
     import torch
 
     from learn2synth.inference import load_model, predict_array
-    from learn2synth.train import train
 
     results = []
     for method in methods:
         config = build_config(method)
         run_dir = work / "runs" / f"{tag or 'run'}_{method}".replace("=", "")
         print(f"[{tag}] {method}: {config.steps} steps ...", flush=True)
-        t0 = time.perf_counter()
-        train(config, run_dir, progress=progress, tensorboard=False)
-        seconds = time.perf_counter() - t0
+        seconds = _train_once(config, run_dir, progress)
         if config.threads:
             torch.set_num_threads(config.threads)
         model = load_model(run_dir, device="cpu")
@@ -133,6 +130,21 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
               flush=True)
         results.append(result)
     return results
+
+
+def _train_once(config, run_dir: Path, progress: bool) -> float:
+    """Train into ``run_dir`` unless a finished run is there (an interrupted one resumes), so an experiment
+    killed midway continues with the same ``--work`` folder; returns the training seconds of the run."""
+    from learn2synth.train import train
+
+    record = run_dir / "train_seconds.json"
+    if record.exists():
+        return json.loads(record.read_text())["seconds"]
+    t0 = time.perf_counter()
+    train(config, run_dir, resume=True, progress=progress, tensorboard=False)
+    seconds = time.perf_counter() - t0
+    record.write_text(json.dumps({"seconds": seconds}))
+    return seconds
 
 
 def score(pred: np.ndarray, ref: np.ndarray, n_classes: int, case: str, spacing=None) -> dict:
