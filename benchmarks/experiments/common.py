@@ -93,6 +93,13 @@ def write_manifest(path: Path, pairs: list[tuple[Path, Path, str]]) -> Path:
     return path
 
 
+def link(target: Path, path: Path) -> None:
+    """Symlink ``path`` -> ``target``, replacing an earlier link (a ``--work`` folder reused by a resumed run)."""
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to(target)
+
+
 def save_npz(path: Path, **arrays) -> Path:
     from learn2synth.io import write_npz
 

@@ -18,7 +18,6 @@ Writes ``benchmarks/results/exp_brain.md`` and ``exp_brain.png`` (``--out`` to c
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -119,9 +118,9 @@ def prepare(data: Path, work: Path, ks: list[int], every: int, n_maps: int, test
             lab = common.save_npz(real_dir / f"OAS1_0001_z{z:03d}_label.npz",
                                   label=inverse(seg1[:, :, z]).astype(np.int32))
             pairs.append((img, lab, "OAS1_0001"))
-            os.symlink(lab, label_dir / lab.name)
+            common.link(lab, label_dir / lab.name)
         for f in synth_files:
-            os.symlink(f, label_dir / f.name)
+            common.link(f, label_dir / f.name)
         manifest = common.write_manifest(work / f"real_K{k}.yaml", pairs)
         sets[k] = ([f"data.labels={label_dir}", f"data.real={manifest}", f"data.label_mapping={MAPPING}"], picks)
 

@@ -15,7 +15,6 @@ Writes ``benchmarks/results/exp_em.md`` and ``exp_em.png``. :func:`run_2d` is sh
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -88,9 +87,7 @@ def run_2d(exp: Experiment, args) -> int:
     label_dir.mkdir(exist_ok=True)
     for i in train_ids:
         image, label = exp.pairs[i]
-        link = label_dir / label.name
-        if not link.exists():
-            os.symlink(label, link)
+        common.link(label, label_dir / label.name)
     manifest = common.write_manifest(work / "real.yaml", [(exp.pairs[i][0], exp.pairs[i][1], f"slice{i:02d}")
                                                           for i in train_ids])
     mapping = load_label_mapping(exp.mapping)
