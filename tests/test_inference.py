@@ -202,3 +202,36 @@ def test_label_mapping_travels_inside_the_checkpoint(tmp_path):
     (tmp_path / "map.yaml").unlink()  # predicting must not need the YAML file any more
     model = load_model(tmp_path / "run")
     assert model.class_values(np.array([0, 1, 2])).tolist() == [0, 10, 41]
+
+
+@pytest.mark.slow  # ~40-80 s: surface distances of an untrained model's noisy 3D labels
+@pytest.mark.skipif(not (SHARED / "brain" / "oasis").exists(), reason="needs ../shared/data")
+def test_brain_model_predicts_an_oasis_volume_in_its_geometry_and_evaluate_scores_it(tmp_path):
+    """The issue's end-to-end check: a model trained by a brain config segments an OASIS volume slice by slice;
+    the label map keeps the input's affine and shape (it overlays the scan in a viewer) and evaluate scores it."""
+    import nibabel as nib
+
+    from learn2synth.cli import main
+
+    subject = SHARED / "brain" / "oasis" / "OASIS_OAS1_0002_MR1"
+    sets = ["steps=2", "net.channels=[4,8]", "data.shape=[64,64]", "batch_size=2", "real_batch_size=2",
+            "threads=1", "checkpoint_every=2", "val_every=2"]
+    assert main(["train", "--config", str(ROOT / "configs" / "oasis_learn2synth.yaml"), "--out", str(tmp_path / "run"),
+                 "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "OAS1_0002.nii.gz").symlink_to(subject / "aligned_norm.nii.gz")
+    assert main(["predict", "--model", str(tmp_path / "run"), "--in", str(scans), "--out", str(tmp_path / "pred"),
+                 "--quiet"]) == 0
+    scan, pred = nib.load(subject / "aligned_norm.nii.gz"), nib.load(tmp_path / "pred" / "OAS1_0002.nii.gz")
+    assert pred.shape == scan.shape and np.allclose(pred.affine, scan.affine)
+    seg4 = np.asarray(nib.load(subject / "aligned_seg4.nii.gz").dataobj)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= set(np.unique(seg4))  # the training config's label values
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "OAS1_0002.nii.gz").symlink_to(subject / "aligned_seg4.nii.gz")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(refs), "--out", str(tmp_path / "metrics"),
+                 "--quiet"]) == 0
+    summary = (tmp_path / "metrics" / "summary.md").read_text()
+    for label in (1, 2, 3, 4):  # the four tissue classes of seg4, each with a Dice row
+        assert f"| pred | {label} | dice | 1 |" in summary
