@@ -6,6 +6,7 @@ import math
 
 import nibabel as nib
 import numpy as np
+import torch
 import pytest
 
 from learn2synth.cli import main
@@ -203,3 +204,22 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("shape,spacing", [((40, 33), (2.5, 0.7)), ((20, 24, 18), (1.0, 1.3, 3.0)),
+                                           ((20, 24, 18), None)])
+def test_surface_distances_equal_monais_two_functions(shape, spacing):
+    """One edge/distance pass gives what compute_hausdorff_distance(percentile=95) and
+    compute_average_surface_distance(symmetric=True) give with two."""
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        pred = gaussian_filter(rng.normal(size=shape), 2) > 0.05
+        ref = gaussian_filter(rng.normal(size=shape), 2) > 0.0
+        p, r = torch.from_numpy(pred)[None, None], torch.from_numpy(ref)[None, None]
+        hd95 = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing))
+        assd = float(compute_average_surface_distance(p, r, include_background=True, symmetric=True,
+                                                      spacing=spacing))
+        assert surface_distances(pred, ref, spacing) == pytest.approx((hd95, assd), rel=1e-5)

@@ -124,17 +124,21 @@ def surface_distances(pred, ref, spacing=None) -> tuple[float, float]:
         return float("nan"), float("nan")
     if not (has_pred and has_ref):
         return float("inf"), float("inf")
-    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+    from monai.metrics.utils import get_edge_surface_distance
 
     # Crop to the union's bounding box plus one voxel (what MONAI does itself) before MONAI converts the whole
     # volume to float: distances do not change, and a 256^3 volume costs a fraction of the memory and time.
     box = tuple(slice(max(i.min() - 1, 0), i.max() + 2) for i in np.nonzero(pred | ref))
-    p = torch.from_numpy(np.ascontiguousarray(pred[box]))[None, None]
-    r = torch.from_numpy(np.ascontiguousarray(ref[box]))[None, None]
-    with warnings.catch_warnings():  # MONAI 1.5+ warns about an argument it passes to itself
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\.")
-        hd95 = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)
-        assd = compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=spacing)
+    p = torch.from_numpy(np.ascontiguousarray(pred[box]))
+    r = torch.from_numpy(np.ascontiguousarray(ref[box]))
+    # One call for both directions, then MONAI's own formulas: compute_hausdorff_distance(percentile=95) is the
+    # larger directed 95th percentile (torch.quantile), compute_average_surface_distance(symmetric=True) the mean
+    # of both directions' distances. Calling those two functions computes the edges and distance transforms
+    # twice; this halves evaluate's time on 3D volumes (test_metrics checks the values against them).
+    _, (d_pred, d_ref), _ = get_edge_surface_distance(p, r, spacing=None if spacing is None else list(spacing),
+                                                      symmetric=True)
+    hd95 = max(torch.quantile(d.double(), 0.95) for d in (d_pred, d_ref))
+    assd = torch.cat([d_pred, d_ref]).double().mean()
     return float(hd95), float(assd)
 
 
