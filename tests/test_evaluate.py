@@ -6,8 +6,8 @@ import math
 
 import nibabel as nib
 import numpy as np
-import torch
 import pytest
+import torch
 
 from learn2synth.cli import main
 from learn2synth.metrics import dice_score, label_metrics, paired_comparison, summarize, surface_distances

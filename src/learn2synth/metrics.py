@@ -11,8 +11,6 @@ physical units through MONAI), :func:`label_metrics`, and for summaries and comp
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
