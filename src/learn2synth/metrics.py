@@ -11,6 +11,8 @@ physical units through MONAI), :func:`label_metrics`, and for summaries and comp
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -133,8 +135,10 @@ def surface_distances(pred, ref, spacing=None) -> tuple[float, float]:
     # larger directed 95th percentile (torch.quantile), compute_average_surface_distance(symmetric=True) the mean
     # of both directions' distances. Calling those two functions computes the edges and distance transforms
     # twice; this halves evaluate's time on 3D volumes (test_metrics checks the values against them).
-    _, (d_pred, d_ref), _ = get_edge_surface_distance(p, r, spacing=None if spacing is None else list(spacing),
-                                                      symmetric=True)
+    with warnings.catch_warnings():  # MONAI 1.5+ warns about an argument it passes to itself
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\.")
+        _, (d_pred, d_ref), _ = get_edge_surface_distance(p, r, spacing=None if spacing is None else list(spacing),
+                                                          symmetric=True)
     hd95 = max(torch.quantile(d.double(), 0.95) for d in (d_pred, d_ref))
     assd = torch.cat([d_pred, d_ref]).double().mean()
     return float(hd95), float(assd)
