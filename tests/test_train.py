@@ -44,9 +44,10 @@ def test_learn2synth_3d_and_fd_mode(tmp_path):
     assert aug["raw_sigma"] != torch.tensor(-4.60016)  # the augmenter moved (softplus^-1(0.01) at init)
 
 
-@pytest.mark.parametrize("name", ["learn2synth", "finetune"])
+@pytest.mark.parametrize("name", ["learn2synth", "finetune", "learn2synth_meta_every_2"])
 def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, name):
-    config = tiny(name, "steps=6", "finetune_from=0.5")
+    extra = ["meta.meta_every=2", "meta.debias=true"] if name.endswith("_meta_every_2") else []
+    config = tiny(name.removesuffix("_meta_every_2"), "steps=6", "finetune_from=0.5", *extra)
     train(config, tmp_path / "full", progress=False, tensorboard=False)
     train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
     assert not (tmp_path / "cut" / "step_000006.pt").exists()
@@ -177,3 +178,13 @@ def test_debiased_learn2synth_trains_and_learns_differently(tmp_path, mode):
         train(config, tmp_path / str(debias), progress=False, tensorboard=False)
         runs[debias] = params_of(tmp_path / str(debias))["augmenter"]["raw_sigma"]
     assert runs[True] != torch.tensor(-4.60016) and runs[True] != runs[False]
+
+
+def test_rows_logged_between_meta_steps_show_the_last_real_loss(tmp_path):
+    from learn2synth.runlog import series
+
+    config = tiny("learn2synth", "steps=8", "meta.meta_every=2", "log_every=2", "val_every=100")
+    train(config, tmp_path, progress=False, tensorboard=False)
+    real = series(tmp_path / "metrics.csv", ["loss_real"])["loss_real"]
+    # meta steps are the even step indices (0, 2, ...); rows are logged after odd ones (steps 2, 4, ...)
+    assert [s for s, _ in real] == [2, 4, 6, 8]

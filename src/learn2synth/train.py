@@ -244,11 +244,15 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     if info.is_main:
         _check_writable(out, run)
     barrier(info)
-    start, metrics = 0, {}
+    # `latest` holds each logged value's newest entry, so a row logged after a plain step of a learn2synth run with
+    # meta_every > 1 still shows the last real loss; it and the skip count are checkpointed for an exact resume
+    start, metrics, latest, skipped_total = 0, {}, {}, 0
     if resume and (path := latest_checkpoint(out)) is not None:
         start = restore(run, path, info)
+        extra = load_checkpoint(path, map_location="cpu")["extra"]
+        latest, skipped_total = dict(extra.get("latest", {})), int(extra.get("skipped_total", 0))
         if start >= config.steps:  # nothing left to do: report the finished run's final validation
-            metrics = dict(load_checkpoint(path, map_location="cpu")["extra"].get("metrics", {}))
+            metrics = dict(extra.get("metrics", {}))
     # only the main rank logs, validates and writes; the others compute their shards and join the averages
     val = val if info.is_main else None
     log = CsvLog(out / "metrics.csv", start) if info.is_main else _NoLog()
@@ -257,23 +261,24 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method,
                disable=not (progress and info.is_main))
-    skipped_total = 0
     for step in bar:
         values = step_fn(run, step)
         if run.skipped:
             skipped_total += 1
             values["skipped"] = float(skipped_total)
+        latest.update(values)
+        if run.skipped:
             if run.skipped >= config.max_skipped:
-                log.log({"step": step + 1, **values})
+                log.log({"step": step + 1, **latest})
                 log.flush()
                 raise TrainingError(f"{run.skipped} consecutive updates had a non-finite loss or gradient (step "
                                     f"{step + 1}); last checkpoint kept in {out}. Lower the learning rate or check "
                                     "the data for NaN/inf.")
         last = step + 1 == config.steps
         if (step + 1) % config.log_every == 0 or last:
-            log.log({"step": step + 1, **values})
+            log.log({"step": step + 1, **latest})
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(values.items())[:3]})
-            for k, v in values.items():
+            for k, v in latest.items():
                 if writer is not None:
                     writer.add_scalar(k, v, step + 1)
         if val is not None and ((step + 1) % config.val_every == 0 or last):
@@ -283,7 +288,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
                 writer.add_scalar("val/dice_mean", metrics["dice_mean"], step + 1)
         if (step + 1) % config.checkpoint_every == 0 or last or step + 1 == stop_at:
             log.flush()
-            save(run, out, step + 1, extra={"metrics": metrics}, info=info)
+            save(run, out, step + 1, extra={"metrics": metrics, "latest": latest, "skipped_total": skipped_total},
+                 info=info)
         if step + 1 == stop_at:
             break
     log.flush()
