@@ -109,9 +109,8 @@ def format_report(args, matrix: dict, runs: list[dict], wall: float) -> tuple[st
 
     test_count = load_train_config(None, runs[0]["sets"]).data.phantom_real.test_count
     lines = [
-        "# Learn2Synth cross-noise Dice on phantoms (paper's synthetic experiment)", "",
-        *(["**Quick run** (see command): numbers are a smoke test, not a result.", ""] if args.quick else []),
-        "Command (from the repository root):", "", "```", args.command, "```", "",
+        *recovery.common.report_head("Learn2Synth cross-noise Dice on phantoms (paper's synthetic experiment)",
+                                     args.quick, args.command),
         f"Date {date}. Training time of the {len(runs)} models: {recovery.duration(total)} (runs from `{args.work}`, "
         f"reused when finished); wall time of this invocation {recovery.duration(wall)}. "
         f"{recovery.common.environment()}.", "",

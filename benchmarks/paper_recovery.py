@@ -376,9 +376,8 @@ def format_report(args, runs: list[dict], trained_now: int, wall: float) -> tupl
     total = sum(r["seconds"] for r in runs)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     lines = [
-        "# Learn2Synth parameter recovery on phantoms (paper's synthetic experiment)", "",
-        *(["**Quick run** (see command): numbers are a smoke test, not a result.", ""] if args.quick else []),
-        "Command (from the repository root):", "", "```", args.command, "```", "",
+        *common.report_head("Learn2Synth parameter recovery on phantoms (paper's synthetic experiment)", args.quick,
+                            args.command),
         f"Date {date}. Run time: {duration(total)} summed over the {len(runs)} runs ({trained_now} trained by "
         f"this invocation, the others reused from `{args.work}`); wall time of this invocation "
         f"{duration(wall)} with {args.jobs} parallel job(s). {common.environment()}.", "",

@@ -76,6 +76,13 @@ def command_line(script: str, argv=None) -> str:
     return ".venv/bin/python " + " ".join(shlex.quote(str(a)) for a in [script, *argv])
 
 
+def report_head(title: str, quick: bool, command: str) -> list[str]:
+    """The first lines of every benchmark report: title, the quick-run warning, the command in a code block."""
+    return [f"# {title}", "", *(["**Quick run** (see command): numbers are a smoke test, not a result.", ""]
+                                if quick else []),
+            "Command (from the repository root):", "", "```", command, "```", ""]
+
+
 def method_list(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]

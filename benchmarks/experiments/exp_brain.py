@@ -205,9 +205,7 @@ def write_report(out: Path, results, tests, args, config, sets_by_k, n_synth, ex
     for r in results:
         by_method.setdefault(r.method, []).append(r.seconds)
     lines = [
-        "# Brain (OASIS): every training method, K real labeled slices", "",
-        *(["**Quick run** (see command): numbers are a smoke test, not a result.", ""] if args.quick else []),
-        "Command (from the repository root):", "", "```", args.command, "```", "",
+        *common.report_head("Brain (OASIS): every training method, K real labeled slices", args.quick, args.command),
         f"Run time: {total / 60:.1f} min in total; {common.environment()}.", "",
         "## Setting",
         f"- Segmenter: MONAI U-Net channels {config.net.channels}, {config.net.num_res_units} residual unit(s), "

@@ -119,9 +119,8 @@ def run_2d(exp: Experiment, args) -> int:
                   f"{exp.title}: top-left {size}x{size} of held-out slices (Dice of the whole slice above each "
                   "prediction)", crop=crop)
     lines = [
-        f"# {exp.title}: every training method, {len(train_ids)} real labeled slices", "",
-        *(["**Quick run** (see command): numbers are a smoke test, not a result.", ""] if args.quick else []),
-        "Command (from the repository root):", "", "```", args.command, "```", "",
+        *common.report_head(f"{exp.title}: every training method, {len(train_ids)} real labeled slices", args.quick,
+                            args.command),
         f"Run time: {total / 60:.1f} min in total; {common.environment()}.", "",
         "## Setting",
         *exp.description,
