@@ -147,14 +147,6 @@ def check_folder(spec: RunSpec) -> None:
         raise SystemExit(f"{spec.folder} holds a run with other settings; use another --work or remove that folder")
 
 
-def _final_metrics(folder: Path) -> dict:
-    """Validation metrics stored with the newest checkpoint: for a run resumed after its last step, for which
-    ``train`` returns none."""
-    from learn2synth.checkpoint import latest_checkpoint, load_checkpoint
-
-    return dict(load_checkpoint(latest_checkpoint(folder))["extra"]["metrics"])
-
-
 def run_one(spec: RunSpec) -> dict:
     """Train (or finish) one run, then write its summary to ``done.json``; returns the summary."""
     from learn2synth.checkpoint import latest_checkpoint
@@ -169,8 +161,6 @@ def run_one(spec: RunSpec) -> dict:
     t0 = time.perf_counter()
     metrics = train(config, folder, resume=True, progress=False, tensorboard=False)
     seconds = time.perf_counter() - t0
-    if "dice_mean" not in metrics:
-        metrics = _final_metrics(folder)
     summary = {**asdict(spec), "method": config.method, "steps": config.steps, "seconds": seconds,
                "resumed_from": newest.name if newest else None, "dice_mean": metrics["dice_mean"],
                "dice": {k: v for k, v in metrics.items() if k.startswith("dice_")},

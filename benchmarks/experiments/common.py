@@ -120,6 +120,7 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
     import torch
 
     from learn2synth.inference import load_model, predict_array
+    from learn2synth.runlog import learned_estimate
 
     results = []
     for method in methods:
@@ -130,7 +131,7 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
         if config.threads:
             torch.set_num_threads(config.threads)
         model = load_model(run_dir, device="cpu")
-        result = Result(method, tag, seconds, learned=final_learned(run_dir / "metrics.csv"))
+        result = Result(method, tag, seconds, learned=learned_estimate(run_dir / "metrics.csv"))
         for test in tests:
             preds, rows = [], []
             for image, ref, case in zip(test.images, test.labels, test.cases, strict=True):
@@ -176,13 +177,6 @@ def score(pred: np.ndarray, ref: np.ndarray, n_classes: int, case: str, spacing=
         row[f"dice_{c}"] = per[c]["dice"]
         row[f"hd95_{c}"] = per[c]["hd95"]
     return row
-
-
-def final_learned(metrics_csv: Path) -> dict[str, float]:
-    """The augmenter's learned values (parametric augmenter), averaged over the last 20% of the run."""
-    from learn2synth.runlog import learned_estimate
-
-    return learned_estimate(metrics_csv)
 
 
 def _fmt(mean: float, sd: float, digits: int = 3) -> str:

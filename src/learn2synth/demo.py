@@ -53,12 +53,17 @@ def demo_configs(quick: bool, seed: int):
     from .train_config import load_train_config
 
     settings = {**FULL, **(QUICK if quick else {})}
-    sets = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+    sets = _as_sets(settings)
     sets += [f"seed={seed}", f"data.phantom_real.sigma={HIDDEN['sigma']}",
              f"data.phantom_real.bias={json.dumps(HIDDEN['bias'])}", "checkpoint_every=1000000"]
-    l2s = load_train_config(None, ["method=learn2synth", *sets, *[f"{k}={json.dumps(v)}" for k, v in L2S.items()]])
+    l2s = load_train_config(None, ["method=learn2synth", *sets, *_as_sets(L2S)])
     synthseg = load_train_config(None, ["method=synthseg", *sets])
     return l2s, synthseg
+
+
+def _as_sets(settings: dict) -> list[str]:
+    """``{"a.b": value}`` as ``--set`` strings (``a.b=<json>``)."""
+    return [f"{k}={json.dumps(v)}" for k, v in settings.items()]
 
 
 def _prepare(out: Path) -> Path:

@@ -36,6 +36,5 @@ def learned_estimate(metrics_csv: str | Path, tail: float = 0.2) -> dict[str, fl
     if not rows:
         return {}
     keys = [k for k in rows[-1] if k.startswith(LEARNED_PREFIXES) and rows[-1][k]]
-    last = rows[min(len(rows) - 1, int(len(rows) * (1 - tail)))]
-    picked = rows[rows.index(last):]
+    picked = rows[min(len(rows) - 1, int(len(rows) * (1 - tail))):]
     return {k: sum(float(r[k]) for r in picked) / len(picked) for k in keys}

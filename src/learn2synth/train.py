@@ -184,8 +184,8 @@ def save(run: Run, out: Path, step: int, extra: dict | None = None, info: DistIn
     return path
 
 
-def restore(run: Run, path: Path, info: DistInfo | None = None) -> int:
-    """Load a checkpoint into ``run``; returns the number of steps already done."""
+def restore(run: Run, path: Path, info: DistInfo | None = None) -> tuple[int, dict]:
+    """Load a checkpoint into ``run``; returns the number of steps already done and the checkpoint's ``extra``."""
     info = info or DistInfo()
     ckpt = load_checkpoint(path, map_location=run.device)
     ranks = ckpt["rng"].get("per_rank", [])
@@ -201,7 +201,7 @@ def restore(run: Run, path: Path, info: DistInfo | None = None) -> int:
         run.augmenter.load_state_dict(state["augmenter"])
         run.aug_opt.load_state_dict(state["aug_opt"])
     restore_rng_state(ranks[info.rank], {"train": run.generator})
-    return int(ckpt["step"])
+    return int(ckpt["step"]), ckpt["extra"]
 
 
 class CsvLog:
@@ -248,8 +248,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     # meta_every > 1 still shows the last real loss; it and the skip count are checkpointed for an exact resume
     start, metrics, latest, skipped_total = 0, {}, {}, 0
     if resume and (path := latest_checkpoint(out)) is not None:
-        start = restore(run, path, info)
-        extra = load_checkpoint(path, map_location="cpu")["extra"]
+        start, extra = restore(run, path, info)
         latest, skipped_total = dict(extra.get("latest", {})), int(extra.get("skipped_total", 0))
         if start >= config.steps:  # nothing left to do: report the finished run's final validation
             metrics = dict(extra.get("metrics", {}))
@@ -267,13 +266,12 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
             skipped_total += 1
             values["skipped"] = float(skipped_total)
         latest.update(values)
-        if run.skipped:
-            if run.skipped >= config.max_skipped:
-                log.log({"step": step + 1, **latest})
-                log.flush()
-                raise TrainingError(f"{run.skipped} consecutive updates had a non-finite loss or gradient (step "
-                                    f"{step + 1}); last checkpoint kept in {out}. Lower the learning rate or check "
-                                    "the data for NaN/inf.")
+        if run.skipped >= config.max_skipped:
+            log.log({"step": step + 1, **latest})
+            log.flush()
+            raise TrainingError(f"{run.skipped} consecutive updates had a non-finite loss or gradient (step "
+                                f"{step + 1}); last checkpoint kept in {out}. Lower the learning rate or check "
+                                "the data for NaN/inf.")
         last = step + 1 == config.steps
         if (step + 1) % config.log_every == 0 or last:
             log.log({"step": step + 1, **latest})
