@@ -1,5 +1,6 @@
 """``learn2synth predict``: 2D and 3D models on volumes, slices and PNGs; geometry kept; bad files reported."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -199,9 +200,14 @@ def test_label_mapping_travels_inside_the_checkpoint(tmp_path):
         "method=synthseg", "steps=1", "net.channels=[4,8]", "data.shape=[24,24]", "data.n_classes=3",
         f"data.labels={tmp_path}", f"data.label_mapping={tmp_path / 'map.yaml'}", "data.real=null", "threads=1"])
     train(config, tmp_path / "run", progress=False, tensorboard=False)
-    (tmp_path / "map.yaml").unlink()  # predicting must not need the YAML file any more
-    model = load_model(tmp_path / "run")
-    assert model.class_values(np.array([0, 1, 2])).tolist() == [0, 10, 41]
+    # the synthesis mapping says nothing about the values the user scores against: classes are written as is
+    assert load_model(tmp_path / "run").class_values(np.array([0, 1, 2])).tolist() == [0, 1, 2]
+    (tmp_path / "real_map.yaml").write_text("mapping: {0: 0, 10: 1, 41: 2}\ndefault: null\n")
+    train(replace(config, data=replace(config.data, real_label_mapping=str(tmp_path / "real_map.yaml"))),
+          tmp_path / "run2", progress=False, tensorboard=False)
+    for name in ("map.yaml", "real_map.yaml"):  # predicting must not need the YAML files any more
+        (tmp_path / name).unlink()
+    assert load_model(tmp_path / "run2").class_values(np.array([0, 1, 2])).tolist() == [0, 10, 41]
 
 
 @pytest.mark.slow  # ~40-80 s: surface distances of an untrained model's noisy 3D labels

@@ -5,7 +5,7 @@
 - Synthesis: SynthSeg's 20 training label maps (every ``--every``-th brain-containing slice along the same
   axis, cropped to 160 x 192 around the brain), mapped to the 4 OASIS tissue classes by
   ``configs/mappings/synthseg_to_tissue4.yaml`` (each raw label keeps its own intensity class), plus the K real
-  label maps (stored with SynthSeg label values, the mapping's inverse, so one mapping serves both pools).
+  label maps (copied into the synthesis pool in SynthSeg label values, the mapping's inverse).
 - Test: every brain-containing slice of subject 0002 (``aligned_norm``), and subject 0002's ``slice_orig``
   (raw T1 with skull: a domain shift) against ``slice_seg4``.
 
@@ -115,10 +115,10 @@ def prepare(data: Path, work: Path, ks: list[int], every: int, n_maps: int, test
         pairs = []
         for z in picks:
             img = common.save_npz(real_dir / f"OAS1_0001_z{z:03d}_image.npz", image=image1[:, :, z])
-            lab = common.save_npz(real_dir / f"OAS1_0001_z{z:03d}_label.npz",
-                                  label=inverse(seg1[:, :, z]).astype(np.int32))
+            lab = common.save_npz(real_dir / f"OAS1_0001_z{z:03d}_label.npz", label=seg1[:, :, z].astype(np.int32))
             pairs.append((img, lab, "OAS1_0001"))
-            common.link(lab, label_dir / lab.name)
+            # the synthesis pool takes the same map in SynthSeg label values, the space of data.label_mapping
+            common.save_npz(label_dir / f"OAS1_0001_z{z:03d}_label.npz", label=inverse(seg1[:, :, z]).astype(np.int32))
         for f in synth_files:
             common.link(f, label_dir / f.name)
         manifest = common.write_manifest(work / f"real_K{k}.yaml", pairs)

@@ -100,7 +100,8 @@ def run_2d(exp: Experiment, args) -> int:
         refs.append(ref)
         cases.append(f"slice{i:02d}")
     test = common.TestSet(f"{len(test_ids)} held-out slices", images, refs, cases, None)
-    data_sets = [f"data.labels={label_dir}", f"data.real={manifest}", f"data.label_mapping={exp.mapping}"]
+    data_sets = [f"data.labels={label_dir}", f"data.real={manifest}", f"data.label_mapping={exp.mapping}",
+                 f"data.real_label_mapping={exp.mapping}"]
     extra = [*(QUICK_SETS if args.quick else []), *([f"steps={args.steps}"] if args.steps else []),
              f"threads={args.threads}", f"seed={args.seed}", *args.sets]
 

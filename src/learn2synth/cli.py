@@ -1,4 +1,4 @@
-"""Command line: ``learn2synth synth | train | demo | predict | evaluate``.
+"""Command line: ``learn2synth synth | train | demo | predict | evaluate | segment``.
 
 Heavy imports (torch, nibabel, matplotlib) happen inside the commands so ``--help`` is instant. Errors a user
 can fix print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
@@ -111,9 +111,12 @@ def _predict_parser(sub) -> None:
                    help="also write class probabilities, <name>_posteriors (NIfTI for PNG/TIFF inputs)")
     p.add_argument("--batch-size", type=int, default=8, help="slices (2D) or windows (3D) per pass (default 8)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
-    p.add_argument("--label-mapping", help="label mapping YAML to use instead of the one named in the model's config")
+    p.add_argument("--label-mapping",
+                   help="label mapping YAML of the real labels (values -> classes): classes are written as the "
+                        "values it maps to them, instead of the values the model records")
     p.add_argument("--class-indices", action="store_true",
-                   help="write class indices 0..n-1 even if the model was trained with a label mapping")
+                   help="write class indices 0..n-1 instead of the label values the model was trained for")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)
     p.set_defaults(func=_run_predict)
@@ -123,6 +126,33 @@ def _run_predict(args) -> int:
     from .inference import run_predict
 
     return run_predict(args)
+
+
+def _segment_parser(sub) -> None:
+    p = sub.add_parser("segment", help="segment brain tissue in any 3D scan (shipped model; any contrast)",
+                       description="Segment 4 brain tissue classes (1 cortex, 2 subcortical grey matter, 3 white "
+                                   "matter, 4 CSF; 0 background, the values of OASIS seg4) in NIfTI/MGZ scans of any "
+                                   "orientation, voxel size and MRI contrast, skull-stripped or not, with the model "
+                                   "shipped in the package (trained on synthetic images only) or --model. Outputs "
+                                   "keep each input's grid, affine and header. Like mri_synthseg.")
+    p.add_argument("input", help="a 3D scan (NIfTI/MGZ) or a folder of them")
+    p.add_argument("--out", required=True,
+                   help="output label map (when INPUT is a file and this has an image extension) or folder")
+    p.add_argument("--vol", help="also write a CSV of the volume (mm^3) of each tissue class in each scan")
+    p.add_argument("--posteriors", action="store_true", help="also write class probabilities, <name>_posteriors")
+    p.add_argument("--model", help="checkpoint or run folder (default: the shipped brain tissue model)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_run_segment)
+
+
+def _run_segment(args) -> int:
+    from .segment import run_segment
+
+    return run_segment(args)
 
 
 def _evaluate_parser(sub) -> None:
@@ -162,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _predict_parser(sub)
     _evaluate_parser(sub)
+    _segment_parser(sub)
     return parser
 
 

@@ -39,17 +39,36 @@ def crop_or_pad(x: torch.Tensor, corner: Sequence[int], size: Sequence[int]) -> 
 
 @dataclass
 class LabelPool:
-    """Label maps (each (1, *spatial), int64) for synthesis."""
+    """Label maps (each (1, *spatial)) for synthesis, stored compactly (int16 when the values fit, cropped to
+    their non-zero bounding box: 20 SynthSeg 256^3 maps cut into coronal slices take 0.5 GB instead of 2.7 GB
+    as int64) and handed out as int64 batches."""
 
     maps: list[torch.Tensor]
+
+    def __post_init__(self):
+        self.maps = [_compact(m, crop=False) for m in self.maps]
 
     def batch(self, n: int, size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
         picks = torch.randint(len(self.maps), (n,), generator=generator).tolist()
         out = []
         for i in picks:
             corner = random_crop_params(self.maps[i].shape[1:], size, generator)
-            out.append(crop_or_pad(self.maps[i], corner, size))
+            out.append(crop_or_pad(self.maps[i], corner, size).long())
         return torch.stack(out)
+
+    def values(self) -> list[int]:
+        """Every label value that occurs in the pool, sorted, with 0 (crops are padded with it)."""
+        return sorted({0, *torch.cat([m.unique() for m in self.maps]).tolist()})
+
+
+def _compact(m: torch.Tensor, crop: bool = True) -> torch.Tensor:
+    """``m`` (1, *spatial) in the smallest fitting int, cropped to its non-zero bounding box if ``crop``."""
+    nonzero = m[0].nonzero() if crop else []
+    if len(nonzero):
+        lo, hi = nonzero.min(0).values.tolist(), (nonzero.max(0).values + 1).tolist()
+        m = m[(slice(None), *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
+    top = int(m.max()) if m.numel() else 0
+    return m.to(torch.int16 if top < 2**15 else torch.int32).contiguous()
 
 
 @dataclass
@@ -103,15 +122,20 @@ def _as_examples(array: np.ndarray, spatial_dims: int, axis: int, path, keep=Non
     raise InputError(path, f"has shape {array.shape}, which a {spatial_dims}D network cannot use")
 
 
-def load_label_pool(source: str, spatial_dims: int, axis: int) -> LabelPool:
+def load_label_pool(source: str, spatial_dims: int, axis: int, progress: bool = False) -> LabelPool:
     """Read every label map of ``source`` (file, folder or glob), checked, sliced for 2D networks."""
+    from tqdm import tqdm
+
     from .io import check_label_map, list_files, read_image
 
     maps = []
-    for path in list_files(source):
+    files = list_files(source)
+    for path in tqdm(files, desc="label maps", unit="file", disable=not progress or len(files) < 2):
         labels = check_label_map(read_image(path).array, path)
+        top = int(labels.max()) if labels.size else 0
+        labels = labels.astype(np.int16 if top < 2**15 else np.int32, copy=False)
         for ex in _as_examples(labels, spatial_dims, axis, path, keep=labels):
-            maps.append(torch.from_numpy(np.ascontiguousarray(ex)).long()[None])
+            maps.append(_compact(torch.from_numpy(np.ascontiguousarray(ex))[None]))
     return LabelPool(maps)
 
 
@@ -155,8 +179,13 @@ def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
     return out
 
 
-def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str, mapping=None) -> RealPool:
-    """Read, check, remap and normalize every (image, label) pair of a manifest or folder."""
+def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str, mapping=None,
+                   n_classes: int | None = None) -> RealPool:
+    """Read, check, remap and normalize every (image, label) pair of a manifest or folder.
+
+    With ``n_classes``, labels (after ``mapping``) holding values outside 0..n_classes-1 are refused, naming
+    the values (a label set that does not fit the declared classes would otherwise train on scrambled targets).
+    """
     from .io import check_image, check_label_map, check_pair, read_image
     from .synth.normalize import normalize
 
@@ -167,6 +196,8 @@ def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: st
         check_pair(image, label, image_path, label_path)
         if mapping is not None:
             label = mapping(label, path=label_path)
+        if n_classes is not None:
+            _check_classes(label, n_classes, label_path, mapped=mapping is not None)
         for x, y in zip(_as_examples(image, spatial_dims, axis, image_path, keep=label),
                         _as_examples(label, spatial_dims, axis, label_path, keep=label), strict=True):
             x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
@@ -174,3 +205,13 @@ def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: st
             labels.append(torch.from_numpy(np.ascontiguousarray(y)).long()[None])
             subjects.append(subject)
     return RealPool(images, labels, subjects)
+
+
+def _check_classes(label: np.ndarray, n_classes: int, path, mapped: bool) -> None:
+    values = np.unique(label)
+    extra = [int(v) for v in values if not 0 <= v < n_classes]
+    if extra:
+        hint = ("check data.real_label_mapping" if mapped else
+                "real labels must hold classes 0..n_classes-1; map other values with data.real_label_mapping")
+        raise InputError(path, f"label values {extra[:10]} are outside the {n_classes} classes "
+                               f"(data.n_classes); {hint}")

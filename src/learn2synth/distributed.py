@@ -68,3 +68,10 @@ def gather_objects(obj, info: DistInfo) -> list:
 def barrier(info: DistInfo) -> None:
     if info.active:
         dist.barrier()
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank if ``flag`` is True on any (so all ranks take a collective decision together)."""
+    if not info.active:
+        return flag
+    return any(gather_objects(bool(flag), info))

@@ -54,15 +54,19 @@ class Model:
     normalize: str
     patch_size: tuple[int, ...]
     stride: int  # total down-sampling factor: 2D inputs are padded to a multiple of it
-    mapping: LabelMapping | None  # training label mapping (label values -> classes), if any
+    values: np.ndarray | None  # the label value written for each class (None: the class index itself)
     device: torch.device
+    orientation: str | None = None  # training volumes' axis codes: scans are reoriented to it (None: as they are)
+    voxel_size: float | None = None  # training voxel size (mm): scans are resampled to it (None: as they are)
+    window: bool = False  # 2D: slide windows of patch_size (training used crops of larger examples), else whole
+    class_names: list[str] | None = None
 
     def class_values(self, classes: np.ndarray, indices: bool = False) -> np.ndarray:
-        """Label values of predicted classes: ``mapping.inverse()`` when training used a mapping (unless
-        ``indices``), else the classes themselves."""
-        if self.mapping is None or indices:
+        """Label values of predicted classes (the real labels' values the model was trained for), or the
+        classes themselves when ``indices`` or when the model has no values."""
+        if self.values is None or indices:
             return classes
-        return self.mapping.inverse()(classes)
+        return self.values[classes]
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
@@ -117,15 +121,28 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
     device = torch.device(device)
     net.to(device).eval()
     strides = n.strides if n.strides is not None else [2] * (len(n.channels) - 1)
-    stored = (checkpoint.get("extra") or {}).get("label_mapping")
-    if stored is not None and not label_mapping:  # the mapping itself travels with the checkpoint
-        from .io import LabelMapping
-
-        mapping = LabelMapping(stored["mapping"], stored["default"])
-    else:
-        mapping = _mapping(path, label_mapping or d.label_mapping, d.n_classes)
     return Model(net, path, d.spatial_dims, d.n_classes, d.slice_axis, config.synth.normalize, tuple(d.shape),
-                 math.prod(strides), mapping, device)
+                 math.prod(strides), _label_values(path, checkpoint, label_mapping, d.n_classes), device,
+                 d.orientation, d.voxel_size, bool((checkpoint.get("extra") or {}).get("sliding_window", False)),
+                 d.class_names)
+
+
+def _label_values(path: Path, checkpoint: dict, override, n_classes: int) -> np.ndarray | None:
+    """Label value per class: from ``override`` (a mapping YAML of the real labels), else what the checkpoint
+    records (``label_values``; older checkpoints: their label mapping, stored or named in the config)."""
+    extra = checkpoint.get("extra") or {}
+    if override:
+        mapping = _mapping(path, override, n_classes)
+    elif "label_values" in extra:
+        values = np.asarray(extra["label_values"], dtype=np.int64)
+        if len(values) != n_classes:
+            raise InputError(path, f"records {len(values)} label values for {n_classes} classes")
+        return values
+    elif extra.get("label_mapping") is not None:
+        mapping = LabelMapping(extra["label_mapping"]["mapping"], extra["label_mapping"]["default"])
+    else:
+        mapping = _mapping(path, checkpoint["config"].get("data", {}).get("label_mapping"), n_classes)
+    return None if mapping is None else mapping.inverse()(np.arange(n_classes))
 
 
 def _mapping(checkpoint: Path, source, n_classes: int) -> LabelMapping | None:
@@ -174,12 +191,28 @@ def predict_array(model: Model, image: np.ndarray, batch_size: int = 8, slice_ax
         return predict_array(model, image[None], batch_size, slice_axis=0)[:, 0]
     axis = model.slice_axis if slice_axis is None else slice_axis
     slices = np.moveaxis(image, axis, 0)
-    out = np.empty((model.n_classes, *slices.shape), dtype=np.float32)
-    for start in range(0, len(slices), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size]))[:, None].to(model.device)
+    out = np.zeros((model.n_classes, *slices.shape), dtype=np.float32)
+    flat = slices.reshape(len(slices), -1)
+    empty = flat.min(1) == flat.max(1) if flat.size else np.ones(len(slices), bool)
+    out[0, empty] = 1.0  # an empty or constant slice is background: there is nothing in it to segment
+    todo = np.flatnonzero(~empty)
+    for start in range(0, len(todo), batch_size):
+        index = todo[start:start + batch_size]
+        x = torch.from_numpy(np.ascontiguousarray(slices[index]))[:, None].to(model.device)
         x = normalize(x, model.normalize)  # per slice, as each 2D training example is normalized on its own
-        out[:, start:start + len(x)] = _forward_padded(model, x).cpu().numpy().swapaxes(0, 1)
+        out[:, index] = _forward_2d(model, x, batch_size).cpu().numpy().swapaxes(0, 1)
     return np.moveaxis(out, 1, axis + 1)
+
+
+def _forward_2d(model: Model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax of a 2D model on slices ``x`` (B, 1, H, W): whole slices padded to the stride, or, when training
+    used crops of larger examples, sliding windows of the training shape (half overlap, Gaussian blending)."""
+    if not model.window:
+        return _forward_padded(model, x)
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(x, model.patch_size, batch_size, _softmax(model.net), overlap=0.5,
+                                    mode="gaussian", padding_mode="constant", cval=0.0)
 
 
 def _softmax(net):
@@ -187,15 +220,10 @@ def _softmax(net):
 
 
 def _forward_padded(model: Model, x: torch.Tensor) -> torch.Tensor:
-    """Softmax of the network on ``x`` (B, 1, H, W) zero-padded (centred, like training crops) to a multiple of
-    the total stride, cropped back."""
-    size = x.shape[2:]
-    missing = [-s % model.stride for s in size]
-    pad = []
-    for m in reversed(missing):
-        pad += [m // 2, m - m // 2]
-    probs = torch.softmax(model.net(torch.nn.functional.pad(x, pad)), dim=1)
-    return probs[(slice(None), slice(None), *(slice(m // 2, m // 2 + s) for m, s in zip(missing, size, strict=True)))]
+    """Softmax of the network on ``x`` (B, 1, H, W), padded to a multiple of the total stride and cropped back."""
+    from .nets import padded_forward
+
+    return padded_forward(_softmax(model.net), x, model.stride)
 
 
 def predict_volume(model: Model, volume: Volume, batch_size: int = 8,
@@ -228,12 +256,47 @@ def predict_volume(model: Model, volume: Volume, batch_size: int = 8,
         raise InputError(path, f"expected a 2D image or a 3D volume, got shape {original}")
     if model.spatial_dims == 3 and array.ndim == 2:
         raise InputError(path, f"is a 2D image (shape {original}) but the model {model.path.name} is 3D")
-    slice_axis = 0 if volume.format == "tiff" else None  # TIFF stacks are stacks of 2D slices
-    probs = predict_array(model, array, batch_size, slice_axis)
+    if array.ndim == 3 and volume.format in ("nifti", "mgh"):
+        probs = _predict_in_model_space(model, array, volume.affine, batch_size)
+    else:
+        slice_axis = 0 if volume.format == "tiff" else None  # TIFF stacks are stacks of 2D slices
+        probs = predict_array(model, array, batch_size, slice_axis)
+    _background_outside_support(probs, array)
     labels = _smallest_uint(model.class_values(probs.argmax(0), indices=class_indices).reshape(original))
     spatial = original[:3] + (1,) * (3 - len(original[:3]))
     posteriors = np.moveaxis(probs, 0, -1).reshape(*spatial, model.n_classes)
     return labels, posteriors
+
+
+def _predict_in_model_space(model: Model, array: np.ndarray, affine: np.ndarray, batch_size: int) -> np.ndarray:
+    """Probabilities of a scan segmented in the model's training space (orientation, voxel size), brought back
+    to the scan's grid; without a recorded space, the scan is segmented as it is."""
+    if model.orientation is None and model.voxel_size is None:
+        return predict_array(model, array, batch_size)
+    from .geometry import from_model_space, to_model_space
+
+    moved, placement = to_model_space(array, affine, model.orientation, model.voxel_size)
+    return from_model_space(predict_array(model, moved, batch_size), placement)
+
+
+def _background_outside_support(probs: np.ndarray, array: np.ndarray) -> None:
+    """Make background certain, in place, where the image has no support: voxels at the image's minimum value
+    connected to its border (the zeros around a skull-stripped brain, the padding of a resampled scan)."""
+    from scipy import ndimage
+
+    low = array <= array.min()
+    if not low.any():
+        return
+    components, _ = ndimage.label(low)
+    border = np.zeros_like(low)
+    for axis in range(low.ndim):
+        index = [slice(None)] * low.ndim
+        for end in (0, -1):
+            index[axis] = end
+            border[tuple(index)] = True
+    outside = np.isin(components, np.unique(components[border & low]))
+    probs[:, outside] = 0.0
+    probs[0, outside] = 1.0
 
 
 def _smallest_uint(labels: np.ndarray) -> np.ndarray:
@@ -316,12 +379,22 @@ def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLik
     return segmented, failures
 
 
+def set_threads(threads: int | None) -> None:
+    """Apply a ``--threads`` option (None: leave torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError("--threads", f"must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def run_predict(args) -> int:
     """``learn2synth predict``: one line per bad file on stderr, exit code 2 if any file failed."""
     import sys
 
     if args.batch_size < 1:
         raise ConfigError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    set_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device", "cuda was asked for but no CUDA device is available")
     model = load_model(args.model, args.device, args.label_mapping)

@@ -7,8 +7,10 @@ meta-step (:mod:`learn2synth.meta.hypergrad`) without side effects.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from learn2synth.errors import ConfigError
@@ -113,3 +115,20 @@ def build_segmenter(
         dropout=dropout,
         act="swish" if act == "silu" else act,  # MONAI calls SiLU "swish"
     )
+
+
+def total_stride(channels: Sequence[int], strides: Sequence[int] | None) -> int:
+    """The network's total down-sampling factor: input sizes must be multiples of it."""
+    return math.prod(strides) if strides is not None else 2 ** (len(channels) - 1)
+
+
+def padded_forward(fn, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``fn`` applied to ``x`` (B, C, *spatial) zero-padded (centred, like training crops) to a multiple of
+    ``stride``, with the output cropped back to ``x``'s spatial size."""
+    size = x.shape[2:]
+    missing = [-s % stride for s in size]
+    pad = []
+    for m in reversed(missing):
+        pad += [m // 2, m - m // 2]
+    out = fn(torch.nn.functional.pad(x, pad) if any(pad) else x)
+    return out[(slice(None), slice(None), *(slice(m // 2, m // 2 + s) for m, s in zip(missing, size, strict=True)))]

@@ -16,13 +16,13 @@ import torch
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import to_dict
 from .data import LabelPool, RealPool, load_label_pool, load_real_pool
-from .distributed import DistInfo, barrier, gather_objects, init_from_env, mean_reducer
-from .errors import InputError, Learn2SynthError
+from .distributed import DistInfo, any_rank, barrier, gather_objects, init_from_env, mean_reducer
+from .errors import ConfigError, InputError, Learn2SynthError
 from .losses import get_loss
 from .meta.optim import get_optimizer
 from .methods import METHODS, Run
 from .metrics import dice_per_class
-from .nets import build_segmenter
+from .nets import build_segmenter, padded_forward, total_stride
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from .synth import Synthesizer, phantom_labels
 from .train_config import TrainConfig
@@ -94,19 +94,17 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     synth = Synthesizer(config.synth, device=device)
-    mapping = None
-    if d.label_mapping:
-        from .io import load_label_mapping
-
-        mapping = load_label_mapping(d.label_mapping)
     if d.labels == "phantom" or d.real == "phantom":
         labels, real, val = phantom_data(config, synth)
     if d.labels != "phantom":
-        labels = load_label_pool(d.labels, d.spatial_dims, d.slice_axis)
-        if mapping is not None and config.synth.labels.generation_labels is None:
-            synth = Synthesizer(_with_mapping(config, labels, mapping), device=device)
+        labels = load_label_pool(d.labels, d.spatial_dims, d.slice_axis, progress=info.is_main)
+        if d.label_mapping and config.synth.labels.generation_labels is None:
+            from .io import load_label_mapping
+
+            synth = Synthesizer(_with_mapping(config, labels, load_label_mapping(d.label_mapping)), device=device)
     if d.real not in (None, "phantom"):
-        pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, mapping)
+        pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, real_mapping(config),
+                              n_classes=d.n_classes)
         real, val = pool.split_by_subject(d.val_fraction, config.seed)
     elif d.real is None:
         real, val = None, None
@@ -127,7 +125,7 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
     stream = derive_seed(config.seed, "train", info.rank) if info.active else derive_seed(config.seed, "train")
     generator = torch.Generator(device=device).manual_seed(stream)
     run = Run(config, net, params, opt, opt.init(params), get_loss(config.loss), synth, labels, real, generator,
-              device, augmenter, aug_opt, reduce=mean_reducer(info), label_mapping=mapping)
+              device, augmenter, aug_opt, reduce=mean_reducer(info))
     return run, val
 
 
@@ -135,24 +133,54 @@ def _shard(items: list, info: DistInfo) -> list:
     return items[info.rank :: info.world_size] if len(items) >= info.world_size else items
 
 
+def real_mapping(config: TrainConfig):
+    """The mapping of the real labels' values to classes (``data.real_label_mapping``), or None."""
+    from .io import load_label_mapping
+
+    path = config.data.real_label_mapping
+    return load_label_mapping(path) if path else None
+
+
+def label_values(config: TrainConfig) -> list[int]:
+    """The label value a prediction writes for each class: the real labels' values (through
+    ``data.real_label_mapping``, first value listed per class) or the class indices themselves."""
+    mapping = real_mapping(config)
+    classes = list(range(config.data.n_classes))
+    if mapping is None:
+        return classes
+    back = mapping.inverse()
+    missing = [c for c in classes if c not in back.mapping]
+    if missing:
+        raise InputError(config.data.real_label_mapping, f"maps no label value to classes {missing}")
+    return [int(v) for v in back(torch.tensor(classes))]
+
+
 def _with_mapping(config: TrainConfig, labels: LabelPool, mapping):
-    """Synthesis config whose targets follow ``mapping``: each raw label its own intensity class."""
+    """Synthesis config whose targets follow ``mapping`` and whose intensity classes follow its groups (each
+    label value not in a group draws its own intensity)."""
     import copy
 
-    values = sorted(set(torch.cat([m.unique() for m in labels.maps]).tolist()))
+    values = labels.values()
     synth_cfg = copy.deepcopy(config.synth)
     synth_cfg.labels.generation_labels = values
+    synth_cfg.labels.generation_classes = mapping.intensity_classes(values)
     synth_cfg.labels.segmentation_labels = [int(v) for v in mapping(torch.tensor(values))]
+    too_big = sorted({t for t in synth_cfg.labels.segmentation_labels if t >= config.data.n_classes})
+    if too_big:
+        raise ConfigError("data.label_mapping", f"maps label values to classes {too_big}, but data.n_classes is "
+                                                f"{config.data.n_classes}")
     return synth_cfg
 
 
 @torch.no_grad()
 def evaluate(run: Run, pool: RealPool, batch_size: int = 16) -> dict[str, float]:
-    """Dice per class (and its mean) of the current segmenter on whole examples of ``pool``."""
+    """Dice per class (and its mean) of the current segmenter on whole examples of ``pool`` (each zero-padded to
+    a multiple of the network's stride, as ``predict`` does, and cropped back)."""
+    stride = total_stride(run.config.net.channels, run.config.net.strides)
     dices = []
     for i in range(len(pool)):
         x, y = pool.images[i][None].to(run.device), pool.labels[i][None].to(run.device)
-        pred = run.logits(run.params, x).argmax(1, keepdim=True)
+        pred = padded_forward(lambda z: run.logits(run.params, z), x, stride).argmax(1, keepdim=True)
         dices.append(dice_per_class(pred, y, run.config.data.n_classes))
     per_class = torch.cat(dices).nanmean(0)
     out = {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
@@ -174,14 +202,20 @@ def save(run: Run, out: Path, step: int, extra: dict | None = None, info: DistIn
     rngs = gather_objects(capture_rng_state({"train": run.generator}), info)
     path = None
     if info.is_main:
-        extra = dict(extra or {})
-        if run.label_mapping is not None:  # stored whole, so predicting never depends on the YAML file's path
-            extra["label_mapping"] = {"mapping": run.label_mapping.mapping, "default": run.label_mapping.default}
+        extra = {**(extra or {}), "label_values": label_values(run.config),  # what predictions write per class
+                 "sliding_window": _trained_on_crops(run)}
         path = save_checkpoint(checkpoint_path(out, step), config=to_dict(run.config), step=step, state=_state(run),
                                rng={"per_rank": rngs}, extra=extra)
         prune_checkpoints(out, run.config.keep_checkpoints)
     barrier(info)
     return path
+
+
+def _trained_on_crops(run: Run) -> bool:
+    """True if some training example is larger than ``data.shape`` (a 2D model then predicts by sliding window)."""
+    shape = run.config.data.shape
+    examples = [*run.labels.maps, *(run.real.images if run.real is not None else [])]
+    return any(any(n > s for n, s in zip(m.shape[1:], shape, strict=True)) for m in examples)
 
 
 def restore(run: Run, path: Path, info: DistInfo | None = None) -> tuple[int, dict]:
@@ -257,7 +291,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     log = CsvLog(out / "metrics.csv", start) if info.is_main else _NoLog()
     writer = _tensorboard(out) if tensorboard and info.is_main else None
     step_fn = METHODS[config.method]
-    t0 = time.perf_counter()
+    t0 = saved_at = time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method,
                disable=not (progress and info.is_main))
     for step in bar:
@@ -275,19 +309,28 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         last = step + 1 == config.steps
         if (step + 1) % config.log_every == 0 or last:
             log.log({"step": step + 1, **latest})
+            log.flush()  # metrics.csv is current at every log step, not only at checkpoints
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(values.items())[:3]})
             for k, v in latest.items():
                 if writer is not None:
                     writer.add_scalar(k, v, step + 1)
-        if val is not None and ((step + 1) % config.val_every == 0 or last):
-            metrics = evaluate(run, val)
-            log.log({"step": step + 1, **{f"val_{k}": v for k, v in metrics.items()}})
-            if writer is not None:
-                writer.add_scalar("val/dice_mean", metrics["dice_mean"], step + 1)
-        if (step + 1) % config.checkpoint_every == 0 or last or step + 1 == stop_at:
+        # the checkpoint comes before validation, so an error while validating cannot lose the trained weights
+        due = (step + 1) % config.checkpoint_every == 0 or last or step + 1 == stop_at
+        late = (step + 1) % config.log_every == 0 and time.perf_counter() - saved_at > 60 * config.checkpoint_minutes
+        if due or any_rank(late, info):
             log.flush()
             save(run, out, step + 1, extra={"metrics": metrics, "latest": latest, "skipped_total": skipped_total},
                  info=info)
+            saved_at = time.perf_counter()
+        if val is not None and ((step + 1) % config.val_every == 0 or last):
+            metrics = evaluate(run, val)
+            log.log({"step": step + 1, **{f"val_{k}": v for k, v in metrics.items()}})
+            log.flush()
+            if writer is not None:
+                writer.add_scalar("val/dice_mean", metrics["dice_mean"], step + 1)
+            if last:  # the final checkpoint carries the final validation, for a resumed finished run to report
+                save(run, out, step + 1, extra={"metrics": metrics, "latest": latest, "skipped_total": skipped_total},
+                     info=info)
         if step + 1 == stop_at:
             break
     log.flush()

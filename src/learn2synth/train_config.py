@@ -37,17 +37,31 @@ class DataConfig:
     spatial_dims: int = field(default=2, metadata={"range": (2, 3)})
     shape: list[int] = field(default_factory=lambda: [64, 64], metadata={"range": (8, None)})
     n_classes: int = field(default=6, metadata={"range": (2, None)})
+    class_names: list[str] | None = None  # one name per class, for tables (e.g. segment --vol)
     # label maps for synthesis: "phantom" or a file / folder / glob
     labels: str = "phantom"
     phantom_count: int = field(default=64, metadata={"range": (1, None)})
     # real labeled data: "phantom" (synthetic stand-in), a manifest (.yaml/.csv), a folder, or None
     real: str | None = "phantom"
     phantom_real: PhantomRealConfig = field(default_factory=PhantomRealConfig)
-    label_mapping: str | None = None  # YAML file mapping label values to classes (applied to labels and real)
+    # YAML file mapping the synthesis label maps' values to classes (and their intensity groups); labels only
+    label_mapping: str | None = None
+    # YAML file mapping the real labels' values to classes; None: real labels already hold classes 0..n_classes-1
+    real_label_mapping: str | None = None
     slice_axis: int = field(default=2, metadata={"range": (0, 2)})
+    # the space of the training volumes, recorded for inference: scans are reoriented (axis codes, e.g. "LIA")
+    # and resampled (mm) to it before segmenting, and the results brought back; None leaves scans as they are
+    orientation: str | None = None
+    voxel_size: float | None = field(default=None, metadata=POSITIVE)
     val_fraction: float = field(default=0.25, metadata=FRACTION)
 
     def validate(self):
+        if self.orientation is not None and not _is_axcodes(self.orientation):
+            raise ConfigError("orientation", f"needs three axis codes, one of L/R, A/P, S/I each (e.g. 'LIA'), got "
+                                             f"{self.orientation!r}")
+        if self.class_names is not None and len(self.class_names) != self.n_classes:
+            raise ConfigError("class_names", f"needs one name per class ({self.n_classes}), got "
+                                             f"{len(self.class_names)}")
         if len(self.shape) != self.spatial_dims:
             raise ConfigError("shape", f"needs {self.spatial_dims} sizes (spatial_dims), got {self.shape}")
         if "phantom" in (self.labels, self.real) and self.n_classes < 4:
@@ -59,6 +73,11 @@ class DataConfig:
         if self.real == "phantom" and contrast is not None and len(contrast) != self.n_classes:
             raise ConfigError("phantom_real.contrast", f"needs one intensity per label ({self.n_classes}), got "
                                                             f"{len(contrast)}")
+
+
+def _is_axcodes(codes: str) -> bool:
+    pairs = [set("LR"), set("AP"), set("SI")]
+    return len(codes) == 3 and all(sum(c.upper() in p for c in codes) == 1 for p in pairs)
 
 
 @dataclass
@@ -138,6 +157,8 @@ class TrainConfig:
     log_every: int = field(default=10, metadata={"range": (1, None)})
     val_every: int = field(default=100, metadata={"range": (1, None)})
     checkpoint_every: int = field(default=100, metadata={"range": (1, None)})
+    # also checkpoint when this many minutes passed since the last one, whatever checkpoint_every says
+    checkpoint_minutes: float = field(default=10.0, metadata=POSITIVE)
     keep_checkpoints: int = field(default=2, metadata={"range": (1, None)})
     max_skipped: int = field(default=20, metadata={"range": (1, None)})  # consecutive non-finite updates allowed
 

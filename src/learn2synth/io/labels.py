@@ -36,6 +36,8 @@ class LabelMapping:
 
     mapping: dict[int, int]
     default: int | None = 0
+    #: label values that share one intensity distribution in synthesis (SynthSeg's generation classes), by name
+    groups: dict[str, list[int]] | None = None
     _table: np.ndarray = field(init=False, repr=False, compare=False)
     _listed: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -53,6 +55,28 @@ class LabelMapping:
         object.__setattr__(self, "mapping", mapping)
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_listed", listed)
+        if self.groups is not None:
+            groups = {str(k): [_int(v, "group value") for v in vs] for k, vs in dict(self.groups).items()}
+            seen: dict[int, str] = {}
+            for name, values in groups.items():
+                for v in values:
+                    if v in seen:
+                        raise ValueError(f"label value {v} is in two intensity groups ({seen[v]!r} and {name!r})")
+                    seen[v] = name
+            object.__setattr__(self, "groups", groups)
+
+    def intensity_classes(self, values) -> list[int]:
+        """Intensity class of each label value (SynthSeg's generation classes): values of one group share a
+        class, every other value has its own, numbered in the order of ``values``.
+
+        Examples
+        --------
+        >>> LabelMapping({2: 1, 41: 1}, groups={"wm": [2, 41]}).intensity_classes([0, 2, 41, 24])
+        [0, 1, 1, 2]
+        """
+        owner = {v: name for name, vs in (self.groups or {}).items() for v in vs}
+        index: dict = {}
+        return [index.setdefault(owner.get(int(v), ("own", int(v))), len(index)) for v in values]
 
     @classmethod
     def from_values(cls, values, default: int | None = None) -> LabelMapping:
@@ -127,9 +151,10 @@ class LabelMapping:
 
 
 def load_label_mapping(path: str | os.PathLike) -> LabelMapping:
-    """Read a label mapping from YAML: ``{mapping: {2: 3, 41: 3, ...}, default: 0}``.
+    """Read a label mapping from YAML: ``{mapping: {2: 3, 41: 3, ...}, default: 0, groups: {wm: [2, 41]}}``.
 
-    ``default`` is optional (0); ``default: null`` makes unlisted values an error.
+    ``default`` is optional (0); ``default: null`` makes unlisted values an error. ``groups`` (optional) names
+    the label values that share one intensity distribution when synthesizing (left/right halves, one tissue).
 
     Raises
     ------
@@ -149,13 +174,16 @@ def load_label_mapping(path: str | os.PathLike) -> LabelMapping:
         raise InputError(
             path, "expected a YAML mapping with a 'mapping' key, e.g. {mapping: {2: 1, 41: 1}, default: 0}"
         )
-    unknown = sorted(set(data) - {"mapping", "default"})
+    unknown = sorted(set(data) - {"mapping", "default", "groups"})
     if unknown:
-        raise InputError(path, f"unknown keys {unknown}; expected 'mapping' and optionally 'default'")
+        raise InputError(path, f"unknown keys {unknown}; expected 'mapping' and optionally 'default', 'groups'")
+    if data.get("groups") is not None and not (
+            isinstance(data["groups"], dict) and all(isinstance(v, list) for v in data["groups"].values())):
+        raise InputError(path, "'groups' should map names to lists of label values, e.g. {wm: [2, 41]}")
     if not isinstance(data["mapping"], dict):
         raise InputError(path, "'mapping' should map label values to classes, e.g. {2: 1, 41: 1}")
     try:
-        return LabelMapping(data["mapping"], default=data.get("default", 0))
+        return LabelMapping(data["mapping"], default=data.get("default", 0), groups=data.get("groups"))
     except ValueError as e:
         raise InputError(path, str(e)) from e
 

@@ -35,7 +35,6 @@ class Run:
     aug_opt: torch.optim.Optimizer | None = None
     skipped: int = 0  # consecutive updates skipped for a non-finite loss or gradient
     reduce: Any = None  # averages gradients over processes (learn2synth.distributed); None on one process
-    label_mapping: Any = None  # LabelMapping of the data (label values -> classes), saved with checkpoints
 
     def logits(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, params, (x,))

@@ -21,6 +21,7 @@ from .gmm import apply_gmm, sample_gmm
 from .noise import apply_noise, sample_noise
 from .normalize import normalize, normalize_minmax
 from .resolution import apply_resolution, sample_resolution
+from .strip import apply_strip, sample_strip
 
 
 @dataclass
@@ -87,6 +88,17 @@ class NoiseConfig:
 
 
 @dataclass
+class StripConfig:
+    """Random skull stripping (:mod:`learn2synth.synth.strip`): with probability ``prob`` an item's ``labels``
+    (non-brain values) farther than a random ``margin`` (voxels, [lo, hi]) from the brain become 0."""
+
+    enabled: bool = False
+    prob: float = 0.5
+    labels: list = field(default_factory=list)
+    margin: list = field(default_factory=lambda: [0, 3])
+
+
+@dataclass
 class SynthConfig:
     """Every setting of the pipeline; the defaults are the ``synthseg`` preset."""
 
@@ -97,6 +109,7 @@ class SynthConfig:
     gamma: GammaConfig = field(default_factory=GammaConfig)
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    strip: StripConfig = field(default_factory=StripConfig)
     normalize: Literal["minmax", "quantile", "none"] = "minmax"
 
 
@@ -141,6 +154,7 @@ class Synthesizer:
             for name in names
         }
         self._class_lut, self._target_lut, self.n_classes = _label_tables(self.config.labels, device)
+        self._strip_lut = _strip_table(self.config.strip.labels, device)
 
     def learnable(self, names: Iterable[str]) -> list[torch.Tensor]:
         """Turn the named priors into leaf tensors that require grad, and return them."""
@@ -156,6 +170,7 @@ class Synthesizer:
         self.priors = {k: v.to(device) for k, v in self.priors.items()}
         if self._class_lut is not None:
             self._class_lut, self._target_lut = self._class_lut.to(device), self._target_lut.to(device)
+        self._strip_lut = self._strip_lut.to(device)
         return self
 
     def _p(self, effect: str, name: str):
@@ -203,6 +218,8 @@ class Synthesizer:
         if cfg.noise.enabled:
             params["noise"] = sample_noise(batch, shape, std=self._p("noise", "std"), kind=cfg.noise.kind,
                                            dof=cfg.noise.dof, generator=generator, dtype=dt)
+        if cfg.strip.enabled:
+            params["strip"] = sample_strip(batch, prob=cfg.strip.prob, margin=cfg.strip.margin, generator=generator)
         return params
 
     def apply(self, labels: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,6 +242,9 @@ class Synthesizer:
             image = apply_resolution(image, params["resolution"])
         if "noise" in params:
             image = apply_noise(image, params["noise"])
+        if "strip" in params:
+            lut = self._strip_lut
+            image = apply_strip(image, labels.clamp(max=len(lut) - 1), params["strip"], lut)
         return normalize(image, self.config.normalize), target.long()
 
     def __call__(self, labels: torch.Tensor, generator: torch.Generator) -> SynthResult:
@@ -240,6 +260,16 @@ def _check_labels(labels: torch.Tensor) -> None:
         raise TypeError(f"label maps must have an integer dtype, got {labels.dtype}")
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError("label maps must be non-negative")
+
+
+def _strip_table(values, device) -> torch.Tensor:
+    """Lookup table label value -> stripped (True); one extra False entry stands for every larger value."""
+    values = [int(v) for v in values]
+    if any(v < 0 for v in values):
+        raise ValueError(f"strip.labels must be non-negative label values, got {values}")
+    lut = torch.zeros(max(values, default=-1) + 2, dtype=torch.bool, device=device)
+    lut[values] = True
+    return lut
 
 
 def _label_tables(cfg: LabelsConfig, device):

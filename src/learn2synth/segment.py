@@ -1,0 +1,134 @@
+"""``learn2synth segment``: brain tissue segmentation of any 3D scan with the shipped model (or another).
+
+Like FreeSurfer's ``mri_synthseg``: the input may be any NIfTI/MGZ scan, in any orientation, voxel size and
+contrast; it is reoriented and resampled to the model's training space, segmented, and the label map (and, with
+``--posteriors``, the class probabilities) is written in the input's own grid with its affine and header.
+``--vol`` writes a CSV of the volume (mm^3) of every class in every scan.
+
+The shipped model (``learn2synth/models/brain_tissue.pt``) segments 4 tissue classes with the label values of
+OASIS ``seg4``: 0 background, 1 cortex, 2 subcortical grey matter (with cerebellar cortex), 3 white matter (with
+brain stem and ventral DC), 4 CSF (ventricles, vessels, choroid plexus). It was trained by ``configs/
+brain_synthseg.yaml`` on synthetic images only; see ``learn2synth/models/README.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+
+#: The model ``segment`` uses when no ``--model`` is given.
+SHIPPED_MODEL = "brain_tissue.pt"
+
+
+def shipped_model_path() -> Path:
+    """Where the package keeps the shipped brain tissue model."""
+    path = Path(str(resources.files("learn2synth") / "models" / SHIPPED_MODEL))
+    if not path.is_file():
+        raise InputError(path, "the shipped brain model is missing from this installation; pass --model")
+    return path
+
+
+def plan_outputs(inputs: list[Path], out: Path, single_file: bool) -> list[Path]:
+    """The label map written for each input: ``out`` itself for one input when ``single_file``, else the
+    input's file name inside the folder ``out``. Collisions and existing files are refused before any work.
+
+    Examples
+    --------
+    >>> [str(p) for p in plan_outputs([Path("a/x.nii.gz"), Path("b/y.mgz")], Path("seg"), False)]
+    ['seg/x.nii.gz', 'seg/y.mgz']
+    """
+    targets = [out] if single_file else [out / p.name for p in inputs]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(inputs, targets, strict=True):
+        if target in seen:
+            raise InputError(source, f"has the same file name as {seen[target]}; their outputs would collide in "
+                                     f"{out} (segment them into different folders)")
+        seen[target] = source
+        if target.exists():
+            raise InputError(target, "already exists; refusing to overwrite it (choose another --out)")
+    return targets
+
+
+def class_volumes(labels: np.ndarray, affine: np.ndarray, values) -> list[float]:
+    """Volume in mm^3 of each label value in ``values``: voxel count times the voxel volume of ``affine``.
+
+    Examples
+    --------
+    >>> class_volumes(np.array([[[0, 1], [1, 2]]]), np.diag([2.0, 1.0, 0.5, 1.0]), [1, 2])
+    [2.0, 1.0]
+    """
+    voxel = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3])))
+    counts = np.bincount(labels.reshape(-1).astype(np.int64), minlength=int(max(values)) + 1)
+    return [float(counts[v]) * voxel for v in values]
+
+
+def run_segment(args) -> int:
+    """The ``segment`` command; returns the exit code (2 if any scan failed, after doing the others)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .inference import load_model, predict_volume, set_threads
+    from .io import list_files, read_image, supported_extension, write_image
+
+    set_threads(args.threads)
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    model = load_model(args.model or shipped_model_path(), args.device)
+    if model.spatial_dims == 2 and model.orientation is None:
+        print("learn2synth segment: warning: the model records no training orientation; scans are sliced as "
+              "stored", file=sys.stderr)
+    inputs = list_files(args.input)
+    out = Path(args.out)
+    single = Path(args.input).is_file() and supported_extension(out) is not None
+    if not single and out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    targets = plan_outputs(inputs, out, single)
+    vol_path = Path(args.vol) if args.vol else None
+    if vol_path is not None and vol_path.exists():
+        raise InputError(vol_path, "already exists; refusing to overwrite it")
+    (out.parent if single else out).mkdir(parents=True, exist_ok=True)
+    values = list(range(model.n_classes)) if model.values is None else [int(v) for v in model.values]
+    rows, failures = [], []
+    bar = tqdm(list(zip(inputs, targets, strict=True)), desc="segment", unit="scan",
+               disable=args.quiet or len(inputs) < 2)
+    for source, target in bar:
+        try:
+            volume = read_image(source)
+            if volume.array.ndim < 3 or min(volume.array.shape[:3]) < 2:
+                raise InputError(source, f"is not a 3D scan (shape {volume.array.shape}); segment takes 3D "
+                                         "volumes (use predict for 2D images)")
+            labels, probs = predict_volume(model, volume, args.batch_size)
+            write_image(target, labels, like=volume)
+            if args.posteriors:
+                stem = target.name[: len(target.name) - len(supported_extension(target) or "")]
+                write_image(target.with_name(f"{stem}_posteriors{supported_extension(target)}"), probs, like=volume)
+            rows.append([source.name, *class_volumes(labels, volume.affine, values[1:])])
+        except InputError as e:
+            failures.append(e if e.path is not None else InputError(source, e.problem))
+    if vol_path is not None and rows:
+        _write_volumes(vol_path, rows, model.class_names[1:] if model.class_names else values[1:])
+    for error in failures:
+        print(f"learn2synth segment: error: {error}", file=sys.stderr)
+    print(f"segment: {len(rows)} scan(s) into {out}" + (f", volumes in {vol_path}" if vol_path and rows else "")
+          + (f"; {len(failures)} failed (listed above)" if failures else ""))
+    return 2 if failures else 0
+
+
+def _write_volumes(path: Path, rows: list, names) -> None:
+    from .io import atomic_path
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["scan", *[f"{n} (mm3)" for n in names]])
+    writer.writerows([[r[0], *[f"{v:.1f}" for v in r[1:]]] for r in rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text.getvalue())
+
