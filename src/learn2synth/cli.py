@@ -158,17 +158,35 @@ def _run_segment(args) -> int:
 def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score predictions against references (Dice, HD95, ASSD); compare two sets",
                        description="Pair prediction and reference label maps by file name (without extension) and "
-                                   "compute Dice, HD95 and ASSD (physical units, spacing of the reference) per case "
-                                   "and label. Prints a summary table (n, mean, sd, median per label); --out writes "
-                                   "metrics_per_case.csv, summary.csv and summary.md. --compare A B adds a paired "
-                                   "Wilcoxon test and Cohen's d of B - A per label (comparison.csv/.md) and, with "
-                                   "--out, box plots. Empty structures: in neither map -> NaN (left out); in one "
-                                   "only -> Dice 0, distances inf (left out of distance summaries, counted in n_inf).")
+                                   "score each case as a whole: every label over the whole file (a 3D volume as one "
+                                   "volume, as SynthSeg and Learn2Synth report it): Dice, HD95 and ASSD (physical "
+                                   "units, spacing of the reference), plus each case's mean over the scored labels "
+                                   "(label 'mean'). Prints a summary over the cases (n, mean, sd, median per label; "
+                                   "sd '-' when n < 2); --out writes metrics_per_case.csv, summary.csv and "
+                                   "summary.md. --per-slice AXIS adds per-slice Dice from the volumes (per_slice*.csv, "
+                                   "per_slice.md). --compare A B adds a paired Wilcoxon test and Cohen's d of B - A "
+                                   "per label and for the mean (comparison.csv/.md), over volumes or, with "
+                                   "--per-slice, over slices, and with --out box plots. Empty structures: in neither "
+                                   "map -> NaN (left out); in one only -> Dice 0, distances inf (left out of "
+                                   "distance summaries, counted in n_inf). A prediction none of whose labels is a "
+                                   "reference label is refused.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", help="folder of predicted label maps")
     src.add_argument("--compare", nargs=2, metavar=("DIR_A", "DIR_B"), help="two folders of predictions to compare")
     p.add_argument("--ref", required=True, help="folder of reference label maps")
     p.add_argument("--labels", help="labels to score, e.g. 1,2,3 (default: every non-zero value in the references)")
+    p.add_argument("--mask", metavar="DIR_OR_FILE",
+                   help="score only inside a mask (non-zero voxels; e.g. field of view or brain mask): a folder of "
+                        "masks paired by name like the references, or one file for every case; voxels outside are "
+                        "background in both prediction and reference")
+    p.add_argument("--per-slice", type=int, metavar="AXIS",
+                   help="also per-slice Dice along this array axis (0-2): per label, averaged over the slices where "
+                        "the reference holds it; slices where only the prediction holds it are counted apart "
+                        "(fp_slices). With --compare, the test is over these slices (more units than a few "
+                        "subjects, though slices of one volume are not independent)")
+    p.add_argument("--no-distances", action="store_true",
+                   help="Dice only: skip HD95 and ASSD (they take ~45 s per 160x192x224 brain with 4 labels)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own setting)")
     p.add_argument("--out", help="folder for the tables and plots (created if needed; nothing is overwritten)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)

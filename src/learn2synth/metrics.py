@@ -5,8 +5,9 @@ tensors every validation; empty structures are handled on purpose: a class absen
 reference gives NaN (undefined, excluded from means), absent from one side only gives 0.
 
 For whole label maps (``learn2synth evaluate``): :func:`dice_score`, :func:`surface_distances` (HD95 and ASSD in
-physical units through MONAI), :func:`label_metrics`, and for summaries and comparisons :func:`summarize` and
-:func:`paired_comparison` (Wilcoxon signed-rank, Cohen's d).
+physical units through MONAI), :func:`label_metrics`, :func:`mean_over_labels`, :func:`slice_dice` (per-slice Dice
+of a volume), and for summaries and comparisons :func:`summarize` and :func:`paired_comparison` (Wilcoxon
+signed-rank, Cohen's d).
 """
 
 from __future__ import annotations
@@ -144,22 +145,74 @@ def surface_distances(pred, ref, spacing=None) -> tuple[float, float]:
     return float(hd95), float(assd)
 
 
-def label_metrics(pred, ref, labels, spacing=None) -> dict[int, dict[str, float]]:
+def label_metrics(pred, ref, labels, spacing=None, distances: bool = True) -> dict[int, dict[str, float]]:
     """Dice, HD95 and ASSD of each label value: ``{label: {"dice": ..., "hd95": ..., "assd": ...}}``.
+
+    Each label is scored over the whole array (a 3D volume as one volume, never slice by slice). With
+    ``distances=False`` only Dice is computed (the distances take nearly all the time on 3D volumes).
 
     Examples
     --------
     >>> pred = np.array([[1, 1, 0], [2, 0, 0]]); ref = np.array([[1, 0, 0], [0, 0, 0]])
     >>> label_metrics(pred, ref, [1, 2])[2]
     {'dice': 0.0, 'hd95': inf, 'assd': inf}
+    >>> label_metrics(pred, ref, [1], distances=False)
+    {1: {'dice': 0.6666666666666666}}
     """
     pred, ref = np.asarray(pred), np.asarray(ref)
     out = {}
     for label in labels:
         p, r = pred == label, ref == label
-        hd95, assd = surface_distances(p, r, spacing)
-        out[int(label)] = {"dice": dice_score(p, r), "hd95": hd95, "assd": assd}
+        out[int(label)] = {"dice": dice_score(p, r)}
+        if distances:
+            out[int(label)]["hd95"], out[int(label)]["assd"] = surface_distances(p, r, spacing)
     return out
+
+
+def mean_over_labels(values) -> float:
+    """Mean of one case's per-label values, leaving out NaN (a label in neither map); inf if any value is inf.
+
+    A case's mean distance is unbounded when one of its structures is missing from one map, so it then counts
+    as inf in summaries (``n_inf``) rather than as the mean of the structures that happen to be there.
+
+    Examples
+    --------
+    >>> mean_over_labels([0.5, float("nan"), 1.0]), mean_over_labels([2.0, float("inf")])
+    (0.75, inf)
+    >>> mean_over_labels([float("nan")])
+    nan
+    """
+    values = np.asarray(list(values), dtype=float)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def slice_dice(pred, ref, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dice of two binary masks in each slice along ``axis``, and the slices that are false positives.
+
+    Returns
+    -------
+    dice : (n_slices,) float
+        Dice in each slice where the reference holds the structure; NaN where it does not.
+    false_positive : (n_slices,) bool
+        Slices where the prediction holds the structure and the reference does not (their Dice would be 0;
+        they are reported apart so that a few stray voxels do not enter an average as a 0).
+
+    Examples
+    --------
+    >>> ref = np.zeros((3, 2, 2), bool); ref[0] = True; ref[1, 0, 0] = True
+    >>> pred = np.zeros((3, 2, 2), bool); pred[0, 0] = True; pred[2, 1, 1] = True
+    >>> slice_dice(pred, ref, 0)
+    (array([0.66666667, 0.        ,        nan]), array([False, False,  True]))
+    """
+    pred, ref, _ = _check_masks(pred, ref, None)
+    p = np.moveaxis(pred, axis, 0).reshape(pred.shape[axis], -1)
+    r = np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)
+    inter, n_pred, n_ref = (p & r).sum(1), p.sum(1), r.sum(1)
+    dice = np.full(len(n_ref), np.nan)
+    held = n_ref > 0
+    dice[held] = 2.0 * inter[held] / (n_pred[held] + n_ref[held])
+    return dice, ~held & (n_pred > 0)
 
 
 def summarize(values) -> dict[str, float]:
