@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from learn2synth.errors import InputError
-from learn2synth.io.formats import SUPPORTED, supported_extension
+from learn2synth.io.formats import READABLE, supported_extension
 
 _GLOB_CHARS = "*?["
 
@@ -34,12 +34,12 @@ def list_files(source: str | os.PathLike) -> list[Path]:
     path = Path(text)
     if path.is_file():
         if supported_extension(path) is None:
-            raise InputError(path, f"unsupported file type; supported: {', '.join(SUPPORTED)}")
+            raise InputError(path, f"unsupported file type; supported: {', '.join(READABLE)}")
         return [path]
     if path.is_dir():
         files = _usable(path.iterdir())
         if not files:
-            raise InputError(path, f"folder has no image files (supported: {', '.join(SUPPORTED)})")
+            raise InputError(path, f"folder has no image files (supported: {', '.join(READABLE)})")
         return files
     if any(c in text for c in _GLOB_CHARS):
         files = _usable(Path(p) for p in glob.glob(text, recursive=True))
