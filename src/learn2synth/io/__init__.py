@@ -5,7 +5,7 @@ Everything a user can get wrong (a missing file, a corrupted NIfTI, labels with 
 """
 
 from learn2synth.io.atomic import atomic_path
-from learn2synth.io.discover import list_files, nonempty_slices, slices_3d_to_2d
+from learn2synth.io.discover import file_stem, list_files, nonempty_slices, pair_by_name, slices_3d_to_2d
 from learn2synth.io.formats import (
     READ_ONLY,
     READABLE,
@@ -39,9 +39,11 @@ __all__ = [
     "check_image",
     "check_label_map",
     "check_pair",
+    "file_stem",
     "list_files",
     "load_label_mapping",
     "nonempty_slices",
+    "pair_by_name",
     "read_image",
     "read_label_map",
     "read_npz",
