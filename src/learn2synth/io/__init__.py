@@ -5,7 +5,14 @@ Everything a user can get wrong (a missing file, a corrupted NIfTI, labels with 
 """
 
 from learn2synth.io.atomic import atomic_path
-from learn2synth.io.discover import file_stem, list_files, nonempty_slices, pair_by_name, slices_3d_to_2d
+from learn2synth.io.discover import (
+    file_stem,
+    list_files,
+    mirrored_names,
+    nonempty_slices,
+    pair_by_name,
+    slices_3d_to_2d,
+)
 from learn2synth.io.formats import (
     READ_ONLY,
     READABLE,
@@ -42,6 +49,7 @@ __all__ = [
     "file_stem",
     "list_files",
     "load_label_mapping",
+    "mirrored_names",
     "nonempty_slices",
     "pair_by_name",
     "read_image",

@@ -57,6 +57,23 @@ def _usable(paths) -> list[Path]:
     )
 
 
+def mirrored_names(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Each path relative to the deepest folder holding them all, so that outputs can mirror the input tree.
+
+    Examples
+    --------
+    >>> [str(p) for p in mirrored_names(["OASIS/OAS1_0001/image.nii.gz", "OASIS/OAS1_0002/image.nii.gz"])]
+    ['OAS1_0001/image.nii.gz', 'OAS1_0002/image.nii.gz']
+    >>> [str(p) for p in mirrored_names(["scans/a.png"])]
+    ['a.png']
+    """
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    if not absolute:
+        return []
+    root = Path(os.path.commonpath([p.parent for p in absolute]))
+    return [p.relative_to(root) for p in absolute]
+
+
 def file_stem(path: str | os.PathLike) -> str:
     """The file name without its supported extension (``"21_training.tif"`` -> ``"21_training"``).
 
