@@ -145,17 +145,16 @@ def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
     YAML: ``pairs:`` followed by a list of ``{image: ..., label: ..., subject: ...}`` (subject optional:
     defaults to the image file name). CSV: columns ``image,label[,subject]``. Relative paths are relative to
     the manifest's folder.
-    Folder: ``images/`` and ``labels/`` hold files paired in sorted order (the counts must match).
+    Folder: ``images/`` and ``labels/`` hold files paired by name (:func:`learn2synth.io.pair_by_name`: the
+    same stem, else the same leading ID token such as ``21`` in ``21_training.tif`` / ``21_manual1.gif``, ...);
+    the subject is the matched ID. Files that cannot all be paired one-to-one are refused, naming them.
     """
     from .config import load_yaml
-    from .io import list_files
+    from .io import list_files, pair_by_name
 
     path = Path(source)
     if path.is_dir():
-        images, labels = list_files(path / "images"), list_files(path / "labels")
-        if len(images) != len(labels):
-            raise InputError(path, f"images/ has {len(images)} files but labels/ has {len(labels)}")
-        return [(i, lab, i.name.split(".")[0]) for i, lab in zip(images, labels, strict=True)]
+        return pair_by_name(list_files(path / "images"), list_files(path / "labels"), where=path)
     if not path.is_file():
         raise InputError(path, "no such manifest file or folder")
     if path.suffix.lower() in (".yaml", ".yml"):

@@ -305,8 +305,12 @@ def _smallest_uint(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int32)
 
 
-def output_paths(source: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
+def output_paths(source: str | os.PathLike, out: str | os.PathLike,
+                 name: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """(label map, posteriors) files for an input: the input's name in ``out``, and ``<stem>_posteriors``.
+
+    ``name`` replaces the input's file name by a path relative to ``out`` (what :func:`predict_files` uses to
+    mirror input folders). A GIF input's label map is written as PNG (GIF is read only).
 
     Examples
     --------
@@ -314,29 +318,39 @@ def output_paths(source: str | os.PathLike, out: str | os.PathLike) -> tuple[Pat
     ['a.nii.gz', 'a_posteriors.nii.gz']
     >>> [p.name for p in output_paths("em/slice.png", "seg")]
     ['slice.png', 'slice_posteriors.nii.gz']
+    >>> [str(p) for p in output_paths("OASIS/OAS1_0001/image.nii.gz", "seg", name="OAS1_0001/image.nii.gz")]
+    ['seg/OAS1_0001/image.nii.gz', 'seg/OAS1_0001/image_posteriors.nii.gz']
+    >>> output_paths("DRIVE/21_manual1.gif", "seg")[0].name
+    '21_manual1.png'
     """
     source, out = Path(source), Path(out)
-    extension = supported_extension(source) or ""
-    stem = source.name[: len(source.name) - len(extension)]
+    relative = Path(source.name if name is None else name)
+    extension = supported_extension(relative) or ""
+    stem = relative.name[: len(relative.name) - len(extension)]
+    label_ext = ".png" if extension.lower() == ".gif" else relative.name[len(stem):]
     posterior_ext = next((e for e in _POSTERIOR_FORMATS if e == extension.lower()), ".nii.gz")
-    return out / source.name, out / f"{stem}{POSTERIOR_SUFFIX}{posterior_ext}"
+    folder = out / relative.parent
+    return folder / f"{stem}{label_ext}", folder / f"{stem}{POSTERIOR_SUFFIX}{posterior_ext}"
 
 
 def predict_file(model: Model, source: str | os.PathLike, out: str | os.PathLike, posteriors: bool = False,
-                 batch_size: int = 8, class_indices: bool = False) -> list[Path]:
-    """Segment one file into the folder ``out``; returns the files written.
+                 batch_size: int = 8, class_indices: bool = False,
+                 name: str | os.PathLike | None = None) -> list[Path]:
+    """Segment one file into the folder ``out`` (under ``name`` if given, see :func:`output_paths`); returns
+    the files written. Sub-folders of ``out`` that ``name`` asks for are created.
 
     Raises
     ------
     InputError
         Unreadable or unusable input, or an output file that already exists (nothing is then written).
     """
-    label_path, posterior_path = output_paths(source, out)
+    label_path, posterior_path = output_paths(source, out, name)
     targets = [label_path, posterior_path] if posteriors else [label_path]
     _refuse_existing(targets)
     volume = read_image(source)
     labels, probs = predict_volume(model, volume, batch_size, class_indices)
     _refuse_existing(targets)  # again: the folder may have changed while the model ran
+    label_path.parent.mkdir(parents=True, exist_ok=True)
     written = [write_image(label_path, labels, like=volume)]
     if posteriors:
         like = volume if volume.format in ("nifti", "mgh", "npz") else Volume(probs[..., 0], path=volume.path)
@@ -355,24 +369,55 @@ def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLik
                   progress: bool = True) -> tuple[list[Path], list[InputError]]:
     """Segment a file, a folder or a glob into ``out`` (created if needed), going on past bad files.
 
+    Outputs take the inputs' file names (:func:`output_paths`). When two inputs would give the same output
+    name (``--in 'OASIS/*/image.nii.gz'``: one folder per subject, same file names), the outputs mirror the
+    input folders below the deepest folder holding every input instead (``out/OAS1_0001/image.nii.gz``, ...).
+    Output names that still collide (``a.png`` and ``a.gif`` both give ``a.png``) are refused before any
+    prediction, so nothing is computed for an output that could not be written.
+
     Returns
     -------
     segmented : list of Path
-        Inputs segmented (their outputs are given by :func:`output_paths`).
+        Inputs segmented.
     failures : list of InputError
         One per input that could not be segmented, each naming the file and the problem.
+
+    Raises
+    ------
+    InputError
+        Unusable ``source`` or ``out``, or two inputs whose outputs would have the same name.
     """
     from tqdm import tqdm
+
+    from .io import mirrored_names
+
+    def colliding(names) -> list[tuple[Path, list[Path]]]:
+        """(output, inputs) for each output several inputs would write (case ignored, as macOS does)."""
+        writers: dict[str, tuple[Path, list[Path]]] = {}
+        for path, name in zip(files, names, strict=True):
+            label_path, posterior_path = output_paths(path, out, name)
+            for target in (label_path, posterior_path) if posteriors else (label_path,):
+                writers.setdefault(str(target).casefold(), (target, []))[1].append(path)
+        return [(target, inputs) for target, inputs in writers.values() if len(inputs) > 1]
 
     files = list_files(source)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
+    names = [path.name for path in files]
+    if colliding(names):
+        names = mirrored_names(files)
+        collisions = colliding(names)
+        if collisions:
+            target, inputs = collisions[0]
+            raise InputError(target, f"inputs {inputs[0]} and {inputs[1]} would both be written here; rename one "
+                                     "or segment them into separate --out folders")
     out.mkdir(parents=True, exist_ok=True)
     segmented, failures = [], []
-    for path in tqdm(files, desc="predict", unit="file", disable=not progress or len(files) < 2):
+    for path, name in tqdm(list(zip(files, names, strict=True)), desc="predict", unit="file",
+                           disable=not progress or len(files) < 2):
         try:
-            predict_file(model, path, out, posteriors, batch_size, class_indices)
+            predict_file(model, path, out, posteriors, batch_size, class_indices, name=name)
             segmented.append(path)
         except InputError as e:
             failures.append(e if e.path is not None else InputError(path, e.problem))

@@ -94,6 +94,99 @@ def check_label_map(array: np.ndarray, path: str | os.PathLike | None, ndim: int
     return array.astype(np.int64)
 
 
+def binarize_if_two_valued(labels, path: str | os.PathLike | None = None):
+    """A binary mask as 0/1: a label map whose values are ``{0, v}`` for a single ``v > 0`` (0/255 as binary
+    PNG, GIF and TIFF masks are usually saved, 0/1, or bilevel images) gets 1 wherever it is ``v``.
+
+    Meant for two-class tasks (``n_classes == 2``), where a mask's foreground is class 1 whatever value it was
+    saved with. A label map with more distinct values (or a negative one) is returned unchanged, for
+    :func:`check_classes` to refuse with the values named; an all-zero map stays all zero.
+
+    Parameters
+    ----------
+    labels : np.ndarray or torch.Tensor
+        Integer (or boolean) label map, any shape.
+    path : str, PathLike or None
+        File the labels came from (kept for symmetry with the other checks; nothing is raised here).
+
+    Returns
+    -------
+    np.ndarray or torch.Tensor
+        0/1 with the input's data type (``uint8`` for a boolean input), or the input itself.
+
+    Examples
+    --------
+    >>> binarize_if_two_valued(np.array([0, 255, 255, 0], np.uint8))
+    array([0, 1, 1, 0], dtype=uint8)
+    >>> binarize_if_two_valued(np.array([0, 1, 2]))  # not a mask: left for check_classes
+    array([0, 1, 2])
+    """
+    if hasattr(labels, "detach"):  # torch tensor, without importing torch here
+        if not _mask_values(labels.unique().tolist()):
+            return labels
+        mask = labels != 0
+        return mask if str(labels.dtype) == "torch.bool" else mask.to(labels.dtype)
+    labels = np.asarray(labels)
+    if not _mask_values(np.unique(labels).tolist()):
+        return labels
+    return (labels != 0).astype(np.uint8 if labels.dtype == bool else labels.dtype)
+
+
+def _mask_values(values: list) -> bool:
+    """Whether sorted distinct values are those of a mask: ``[]``, ``[v]`` or ``[0, v]`` with ``v >= 0``."""
+    return len(values) <= 2 and all(v >= 0 for v in values) and (len(values) < 2 or values[0] == 0)
+
+
+def check_classes(labels, n_classes: int, path: str | os.PathLike | None = None):
+    """Check that every label value is a class of the task, ``0 .. n_classes - 1``, naming those that are not.
+
+    Call it on real labeled data before training (after any label mapping), so that a label set that does not
+    fit ``data.n_classes`` stops the run with the offending values, not with an index error mid-training.
+
+    Parameters
+    ----------
+    labels : np.ndarray or torch.Tensor
+        Integer label map (after :func:`check_label_map` and any mapping).
+    n_classes : int
+        Number of classes of the network.
+    path : str, PathLike or None
+        File the labels came from, for the message.
+
+    Returns
+    -------
+    The same labels.
+
+    Raises
+    ------
+    InputError
+        ``"seg.png: label values [3, 255] are outside the 2 classes 0..1 ..."`` with a hint.
+
+    Examples
+    --------
+    >>> check_classes(np.array([0, 1, 3, 255]), 2, "seg.png")
+    Traceback (most recent call last):
+    ...
+    learn2synth.errors.InputError: seg.png: label values [3, 255] are outside the 2 classes 0..1; set data...
+    """
+    if hasattr(labels, "detach"):
+        values = labels.unique().detach().cpu().numpy()
+    else:
+        values = np.unique(np.asarray(labels))
+    bad = values[(values < 0) | (values >= n_classes)]
+    if bad.size:
+        shown = ", ".join(_example(bad[i : i + 1]) for i in range(min(bad.size, 10)))
+        more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+        hint = (
+            "set data.n_classes to cover them, or map them to classes with data.label_mapping"
+            if bad.min() >= 0
+            else "labels must be non-negative"
+        )
+        raise InputError(
+            path, f"label values [{shown}{more}] are outside the {n_classes} classes 0..{n_classes - 1}; {hint}"
+        )
+    return labels
+
+
 def check_pair(
     image, label, image_path: str | os.PathLike | None, label_path: str | os.PathLike | None
 ) -> None:
