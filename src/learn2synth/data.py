@@ -179,24 +179,26 @@ def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
 
 
 def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str, mapping=None,
-                   n_classes: int | None = None) -> RealPool:
+                   n_classes: int | None = None, colour: str = "refuse") -> RealPool:
     """Read, check, remap and normalize every (image, label) pair of a manifest or folder.
 
     With ``n_classes``, labels (after ``mapping``) holding values outside 0..n_classes-1 are refused, naming
-    the values (a label set that does not fit the declared classes would otherwise train on scrambled targets).
+    the values (a label set that does not fit the declared classes would otherwise train on scrambled targets);
+    with ``n_classes == 2``, binary masks stored as 0/255 (or any 0/v) read as 0/1. ``colour`` says what to do
+    with colour images (``"refuse"``, ``"luminance"``, ``"green"``; :func:`learn2synth.io.read_image`).
     """
-    from .io import check_image, check_label_map, check_pair, read_image
+    from .io import check_classes, check_image, check_pair, read_image, read_label_map
     from .synth.normalize import normalize
 
     images, labels, subjects = [], [], []
     for image_path, label_path, subject in read_manifest(source):
-        image = check_image(read_image(image_path).array, image_path)
-        label = check_label_map(read_image(label_path).array, label_path)
+        image = check_image(read_image(image_path, colour=colour).array, image_path)
+        label = read_label_map(label_path, binary=n_classes == 2 and mapping is None).array
         check_pair(image, label, image_path, label_path)
         if mapping is not None:
             label = mapping(label, path=label_path)
         if n_classes is not None:
-            _check_classes(label, n_classes, label_path, mapped=mapping is not None)
+            check_classes(label, n_classes, label_path)
         for x, y in zip(_as_examples(image, spatial_dims, axis, image_path, keep=label),
                         _as_examples(label, spatial_dims, axis, label_path, keep=label), strict=True):
             x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
@@ -205,12 +207,3 @@ def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: st
             subjects.append(subject)
     return RealPool(images, labels, subjects)
 
-
-def _check_classes(label: np.ndarray, n_classes: int, path, mapped: bool) -> None:
-    values = np.unique(label)
-    extra = [int(v) for v in values if not 0 <= v < n_classes]
-    if extra:
-        hint = ("check data.real_label_mapping" if mapped else
-                "real labels must hold classes 0..n_classes-1; map other values with data.real_label_mapping")
-        raise InputError(path, f"label values {extra[:10]} are outside the {n_classes} classes "
-                               f"(data.n_classes); {hint}")

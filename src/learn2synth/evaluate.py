@@ -108,7 +108,8 @@ def pair_files(*folders: str | os.PathLike) -> tuple[list[tuple[str, list[Path]]
 
 
 def read_labels(path: Path):
-    """A checked integer label map (2D when stored as one slice) and its voxel spacing."""
+    """A checked integer label map (2D when stored as one slice) and its voxel spacing. A binary mask stored as
+    0/255 (the usual PNG/GIF/TIFF mask) reads as 0/1, as training reads it, so it pairs with predictions."""
     from .io import check_label_map, read_image, squeeze_2d
 
     volume = read_image(path)
@@ -120,7 +121,10 @@ def read_labels(path: Path):
         array = volume.array
     if array.ndim not in (2, 3):
         raise InputError(path, f"expected a 2D or 3D label map, got shape {volume.array.shape}")
-    return check_label_map(array, path), volume.spacing
+    labels = check_label_map(array, path)
+    if labels.size and labels.max() == 255 and np.isin(labels, (0, 255)).all():
+        labels = (labels == 255).astype(labels.dtype)
+    return labels, volume.spacing
 
 
 def _inside(pred, ref, mask):

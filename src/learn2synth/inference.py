@@ -60,6 +60,7 @@ class Model:
     voxel_size: float | None = None  # training voxel size (mm): scans are resampled to it (None: as they are)
     window: bool = False  # 2D: slide windows of patch_size (training used crops of larger examples), else whole
     class_names: list[str] | None = None
+    colour: str = "refuse"  # how colour images become grey, as in training (data.colour)
 
     def class_values(self, classes: np.ndarray, indices: bool = False) -> np.ndarray:
         """Label values of predicted classes (the real labels' values the model was trained for), or the
@@ -124,7 +125,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
     return Model(net, path, d.spatial_dims, d.n_classes, d.slice_axis, config.synth.normalize, tuple(d.shape),
                  math.prod(strides), _label_values(path, checkpoint, label_mapping, d.n_classes), device,
                  d.orientation, d.voxel_size, bool((checkpoint.get("extra") or {}).get("sliding_window", False)),
-                 d.class_names)
+                 d.class_names, d.colour)
 
 
 def _label_values(path: Path, checkpoint: dict, override, n_classes: int) -> np.ndarray | None:
@@ -347,7 +348,7 @@ def predict_file(model: Model, source: str | os.PathLike, out: str | os.PathLike
     label_path, posterior_path = output_paths(source, out, name)
     targets = [label_path, posterior_path] if posteriors else [label_path]
     _refuse_existing(targets)
-    volume = read_image(source)
+    volume = read_image(source, colour=model.colour)
     labels, probs = predict_volume(model, volume, batch_size, class_indices)
     _refuse_existing(targets)  # again: the folder may have changed while the model ran
     label_path.parent.mkdir(parents=True, exist_ok=True)

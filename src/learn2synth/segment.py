@@ -100,7 +100,7 @@ def run_segment(args) -> int:
                disable=args.quiet or len(inputs) < 2)
     for source, target in bar:
         try:
-            volume = read_image(source)
+            volume = read_image(source, colour=model.colour)
             if volume.array.ndim < 3 or min(volume.array.shape[:3]) < 2:
                 raise InputError(source, f"is not a 3D scan (shape {volume.array.shape}); segment takes 3D "
                                          "volumes (use predict for 2D images)")

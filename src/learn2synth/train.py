@@ -96,7 +96,9 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
     synth = Synthesizer(config.synth, device=device)
     if d.labels == "phantom" or d.real == "phantom":
         labels, real, val = phantom_data(config, synth)
-    if d.labels != "phantom":
+    if d.labels is None:
+        labels = LabelPool([])
+    elif d.labels != "phantom":
         labels = load_label_pool(d.labels, d.spatial_dims, d.slice_axis, progress=info.is_main)
         if d.label_mapping and config.synth.labels.generation_labels is None:
             from .io import load_label_mapping
@@ -104,7 +106,7 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
             synth = Synthesizer(_with_mapping(config, labels, load_label_mapping(d.label_mapping)), device=device)
     if d.real not in (None, "phantom"):
         pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, real_mapping(config),
-                              n_classes=d.n_classes)
+                              n_classes=d.n_classes, colour=d.colour)
         real, val = pool.split_by_subject(d.val_fraction, config.seed)
     elif d.real is None:
         real, val = None, None

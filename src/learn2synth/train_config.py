@@ -39,7 +39,8 @@ class DataConfig:
     n_classes: int = field(default=6, metadata={"range": (2, None)})
     class_names: list[str] | None = None  # one name per class, for tables (e.g. segment --vol)
     # label maps for synthesis: "phantom" or a file / folder / glob
-    labels: str = "phantom"
+    # ("real" needs none: it defaults to None there)
+    labels: str | None = "phantom"
     phantom_count: int = field(default=64, metadata={"range": (1, None)})
     # real labeled data: "phantom" (synthetic stand-in), a manifest (.yaml/.csv), a folder, or None
     real: str | None = "phantom"
@@ -48,6 +49,9 @@ class DataConfig:
     label_mapping: str | None = None
     # YAML file mapping the real labels' values to classes; None: real labels already hold classes 0..n_classes-1
     real_label_mapping: str | None = None
+    # colour images (RGB fundus photographs...): "refuse", or turn them to grey by "luminance" or "green" channel
+    # (the usual choice for retinal images); predict converts scans the same way
+    colour: Literal["refuse", "luminance", "green"] = "refuse"
     slice_axis: int = field(default=2, metadata={"range": (0, 2)})
     # the space of the training volumes, recorded for inference: scans are reoriented (axis codes, e.g. "LIA")
     # and resampled (mm) to it before segmenting, and the results brought back; None leaves scans as they are
@@ -167,12 +171,16 @@ class TrainConfig:
             raise ConfigError("synth_preset", f"unknown preset {self.synth_preset!r}; one of {', '.join(PRESETS)}")
         if self.method in ("real", "mixed", "finetune", "learn2synth") and self.data.real is None:
             raise ConfigError("data.real", f"method {self.method!r} needs real labeled data")
+        if self.method != "real" and self.data.labels is None:
+            raise ConfigError("data.labels", f"method {self.method!r} synthesizes images: it needs label maps")
 
 
 def load_train_config(path=None, sets=(), base: dict | None = None) -> TrainConfig:
     """Defaults < synth preset < ``base`` < YAML file < ``sets``; every mistake names its key or file."""
     data = _merge(base or {}, load_yaml(path) or {}) if path is not None else dict(base or {})
     data = apply_overrides(data, list(sets))
+    if data.get("method") == "real" and "labels" not in (data.get("data") or {}):
+        data = _merge(data, {"data": {"labels": None}})  # real-only training synthesizes nothing
     preset = data.get("synth_preset", TrainConfig.synth_preset)
     if preset not in PRESETS:
         raise ConfigError("synth_preset", f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")

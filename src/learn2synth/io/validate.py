@@ -177,7 +177,7 @@ def check_classes(labels, n_classes: int, path: str | os.PathLike | None = None)
         shown = ", ".join(_example(bad[i : i + 1]) for i in range(min(bad.size, 10)))
         more = f" and {bad.size - 10} more" if bad.size > 10 else ""
         hint = (
-            "set data.n_classes to cover them, or map them to classes with data.label_mapping"
+            "set data.n_classes to cover them, or map them to classes with data.real_label_mapping"
             if bad.min() >= 0
             else "labels must be non-negative"
         )

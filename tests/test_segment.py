@@ -1,0 +1,109 @@
+"""``learn2synth segment``: any orientation and voxel size, outputs in the input's grid, volumes, bad input."""
+
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from learn2synth.cli import main
+from learn2synth.segment import class_volumes
+from learn2synth.train import train
+from learn2synth.train_config import load_train_config
+
+LIA = np.array([[-1.0, 0, 0, 20], [0, 0, 1, -20], [0, -1, 0, 20], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A 2-step 2D model trained on LIA label volumes, recording its space (LIA, 1 mm)."""
+    root = tmp_path_factory.mktemp("segment")
+    seg = np.zeros((24, 20, 16), np.int16)
+    seg[4:20, 4:16, 2:14] = 1
+    seg[8:16, 8:12, 4:12] = 2
+    (root / "maps").mkdir()
+    nib.save(nib.Nifti1Image(seg, LIA), root / "maps" / "m.nii.gz")
+    config = load_train_config(None, ["method=synthseg", "steps=2", "net.channels=[4,8]", "threads=1",
+                                      "batch_size=1", "data.shape=[16,16]", "data.n_classes=3", "data.real=null",
+                                      f"data.labels={root / 'maps'}", "data.orientation=LIA", "data.voxel_size=1.0",
+                                      "data.class_names=[background,a,b]"])
+    train(config, root / "run", progress=False, tensorboard=False)
+    return root / "run"
+
+
+def _scan(seed=0, shape=(24, 20, 16)):
+    rng = np.random.default_rng(seed)
+    scan = np.zeros(shape, np.float32)
+    scan[3:21, 3:17, 2:14] = rng.random((18, 14, 12)) + 1.0
+    return scan
+
+
+def _segment(capsys, *argv):
+    code = main(["segment", "--quiet", *map(str, argv)])
+    return code, *capsys.readouterr()
+
+
+def test_a_reoriented_copy_gets_the_same_labels_in_its_own_grid(tmp_path, model, capsys):
+    scan = _scan()
+    nib.save(nib.Nifti1Image(scan, LIA), tmp_path / "lia.nii.gz")
+    ras = nib.as_closest_canonical(nib.Nifti1Image(scan, LIA))
+    nib.save(ras, tmp_path / "ras.nii.gz")
+    for name in ("lia", "ras"):
+        assert _segment(capsys, tmp_path / f"{name}.nii.gz", "--out", tmp_path / f"{name}_seg.nii.gz",
+                        "--model", model)[0] == 0
+    lia_seg, ras_seg = (nib.load(tmp_path / f"{n}_seg.nii.gz") for n in ("lia", "ras"))
+    np.testing.assert_array_equal(ras_seg.affine, ras.affine)
+    back = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(lia_seg.dataobj), LIA))
+    np.testing.assert_array_equal(np.asarray(ras_seg.dataobj), np.asarray(back.dataobj))
+
+
+def test_anisotropic_scan_keeps_its_grid_and_empty_space_is_background(tmp_path, model, capsys):
+    scan = _scan()[:, :, ::2]  # 2 mm along the third axis
+    affine = LIA.copy()
+    affine[:3, 2] *= 2
+    nib.save(nib.Nifti1Image(scan, affine), tmp_path / "aniso.nii.gz")
+    code, out, err = _segment(capsys, tmp_path / "aniso.nii.gz", "--out", tmp_path / "seg", "--model", model,
+                              "--vol", tmp_path / "vol.csv", "--posteriors")
+    assert code == 0, err
+    seg = nib.load(tmp_path / "seg" / "aniso.nii.gz")
+    assert seg.shape == scan.shape and np.allclose(seg.affine, affine)
+    labels = np.asarray(seg.dataobj)
+    assert not labels[scan == 0].any()  # outside the image support: background
+    post = nib.load(tmp_path / "seg" / "aniso_posteriors.nii.gz")
+    assert post.shape == (*scan.shape, 3) and np.allclose(np.asarray(post.dataobj).sum(-1), 1, atol=1e-4)
+    rows = (tmp_path / "vol.csv").read_text().splitlines()
+    assert rows[0] == "scan,a (mm3),b (mm3)"
+    expected = [2.0 * int((labels == c).sum()) for c in (1, 2)]  # 1 x 1 x 2 mm voxels
+    assert [float(v) for v in rows[1].split(",")[1:]] == expected
+
+
+def test_class_volumes_hand_worked():
+    assert class_volumes(np.array([[[1, 1], [2, 0]]]), np.diag([0.5, 2.0, 3.0, 1.0]), [1, 2]) == pytest.approx([6, 3])
+
+
+def test_bad_inputs_fail_in_one_line_without_writing(tmp_path, model, capsys):
+    nib.save(nib.Nifti1Image(_scan(), LIA), tmp_path / "a.nii.gz")
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 1), np.float32), LIA), tmp_path / "d2" / "slice.nii.gz")
+    (tmp_path / "taken.nii.gz").write_bytes(b"x")
+    cases = [
+        ([tmp_path / "missing.nii.gz", "--out", tmp_path / "o1"], "missing.nii.gz"),
+        ([tmp_path / "a.nii.gz", "--out", tmp_path / "taken.nii.gz"], "already exists"),
+        ([tmp_path / "d2", "--out", tmp_path / "o2"], "not a 3D scan"),
+        ([tmp_path / "a.nii.gz", "--out", tmp_path / "o3", "--threads", "0"], "--threads"),
+        ([tmp_path / "a.nii.gz", "--out", tmp_path / "o4", "--model", tmp_path / "d1"], "no checkpoint"),
+    ]
+    for argv, problem in cases:
+        code, out, err = _segment(capsys, *argv, *([] if "--model" in map(str, argv) else ["--model", model]))
+        assert code == 2 and problem in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert (tmp_path / "taken.nii.gz").read_bytes() == b"x"
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
+
+
+def test_collisions_in_a_folder_list_are_refused_before_any_work(tmp_path, model, capsys):
+    for sub in ("s1", "s2"):
+        (tmp_path / sub).mkdir()
+        nib.save(nib.Nifti1Image(_scan(), LIA), tmp_path / sub / "scan.nii.gz")
+    code, out, err = _segment(capsys, str(tmp_path / "s*" / "scan.nii.gz"), "--out", tmp_path / "seg", "--model",
+                              model)
+    assert code == 2 and "collide" in err and not (tmp_path / "seg").exists()
