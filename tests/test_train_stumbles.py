@@ -46,8 +46,8 @@ def test_real_labels_outside_the_classes_are_refused_naming_the_values(tmp_path,
     seg = np.zeros((16, 16, 2), np.int16)
     seg[4:8] = 7
     _pair(tmp_path / "real", seg, "a")
-    code = main(["train", "--out", str(tmp_path / "run"), "--quiet", "--set", "method=real", "--set",
-                 f"data.real={tmp_path / 'real'}", "--set", "data.n_classes=3", *[a for s in TINY for a in ("--set", s)]])
+    sets = [*TINY, "method=real", f"data.real={tmp_path / 'real'}", "data.n_classes=3"]
+    code = main(["train", "--out", str(tmp_path / "run"), "--quiet", *[a for s in sets for a in ("--set", s)]])
     err = capsys.readouterr().err
     assert code == 2 and "label values [7] are outside the 3 classes" in err and len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "run").glob("step_*.pt"))
