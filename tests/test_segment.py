@@ -107,3 +107,22 @@ def test_collisions_in_a_folder_list_are_refused_before_any_work(tmp_path, model
     code, out, err = _segment(capsys, str(tmp_path / "s*" / "scan.nii.gz"), "--out", tmp_path / "seg", "--model",
                               model)
     assert code == 2 and "collide" in err and not (tmp_path / "seg").exists()
+
+
+def test_the_shipped_model_segments_a_scan_without_model_argument(tmp_path, capsys):
+    """No --model: the model inside the package; a small 2 mm RAS scan comes back in its own grid."""
+    from learn2synth.segment import shipped_model_path
+
+    assert shipped_model_path().stat().st_size < 10e6  # the package carries at most 10 MB of weights
+    rng = np.random.default_rng(1)
+    scan = np.zeros((40, 48, 36), np.float32)
+    scan[8:32, 10:38, 8:28] = 0.4 + 0.1 * rng.random((24, 28, 20))
+    scan[14:26, 18:30, 12:24] = 0.8
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(scan, affine), tmp_path / "scan.nii.gz")
+    code, out, err = _segment(capsys, tmp_path / "scan.nii.gz", "--out", tmp_path / "seg.nii.gz", "--threads", "1")
+    assert code == 0, err
+    seg = nib.load(tmp_path / "seg.nii.gz")
+    assert seg.shape == scan.shape and np.allclose(seg.affine, affine)
+    labels = np.asarray(seg.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4} and not labels[scan == 0].any()
