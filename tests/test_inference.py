@@ -241,3 +241,26 @@ def test_brain_model_predicts_an_oasis_volume_in_its_geometry_and_evaluate_score
     summary = (tmp_path / "metrics" / "summary.md").read_text()
     for label in (1, 2, 3, 4):  # the four tissue classes of seg4, each with a Dice row
         assert f"| pred | {label} | dice | 1 |" in summary
+
+
+def test_empty_and_constant_slices_are_background(models):
+    model = load_model(models[2], "cpu")
+    volume = np.random.default_rng(0).random((16, 16, 6)).astype(np.float32)
+    volume[..., 1] = 0.0  # empty
+    volume[..., 4] = 0.7  # constant
+    probs = predict_array(model, volume)
+    for z in (1, 4):
+        assert np.all(probs[0, ..., z] == 1.0) and np.all(probs[1:, ..., z] == 0.0)
+    assert not np.all(probs[0, ..., 0] == 1.0)  # slices with content are segmented by the network
+
+
+def test_only_the_zeros_connected_to_the_border_are_outside_the_support():
+    from learn2synth.inference import _background_outside_support
+
+    array = np.zeros((7, 7, 7), np.float32)
+    array[1:6, 1:6, 1:6] = 1.0
+    array[3, 3, 3] = 0.0  # a zero inside the object: in the support (e.g. a dark ventricle voxel)
+    probs = np.full((2, 7, 7, 7), 0.5, np.float32)
+    _background_outside_support(probs, array)
+    assert probs[0, 0, 0, 0] == 1.0 and probs[1, 0, 0, 0] == 0.0
+    assert probs[0, 3, 3, 3] == 0.5 and probs[0, 2, 2, 2] == 0.5

@@ -257,12 +257,12 @@ def predict_volume(model: Model, volume: Volume, batch_size: int = 8,
         raise InputError(path, f"expected a 2D image or a 3D volume, got shape {original}")
     if model.spatial_dims == 3 and array.ndim == 2:
         raise InputError(path, f"is a 2D image (shape {original}) but the model {model.path.name} is 3D")
-    if array.ndim == 3 and volume.format in ("nifti", "mgh"):
+    if array.ndim == 3 and volume.format in ("nifti", "mgh"):  # a scan: its own space, and its support
         probs = _predict_in_model_space(model, array, volume.affine, batch_size)
-    else:
+        _background_outside_support(probs, array)
+    else:  # 2D images and TIFF stacks (microscopy: dark pixels at the border may well be structure)
         slice_axis = 0 if volume.format == "tiff" else None  # TIFF stacks are stacks of 2D slices
         probs = predict_array(model, array, batch_size, slice_axis)
-    _background_outside_support(probs, array)
     labels = _smallest_uint(model.class_values(probs.argmax(0), indices=class_indices).reshape(original))
     spatial = original[:3] + (1,) * (3 - len(original[:3]))
     posteriors = np.moveaxis(probs, 0, -1).reshape(*spatial, model.n_classes)
