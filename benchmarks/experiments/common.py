@@ -43,6 +43,9 @@ class TestSet:
     labels: list[np.ndarray]
     cases: list[str]
     spacing: tuple[float, ...] | None = None
+    # the volume (subject) of each case when the cases are slices of volumes: Dice is then also reported per
+    # class over each whole volume, the papers' protocol (None: each case is its own image)
+    volumes: list[str] | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Result:
     tag: str  # e.g. "K=5"
     seconds: float
     per_case: dict[str, list[dict]] = field(default_factory=dict)  # test set -> rows {case, dice, hd95 per class}
+    per_volume: dict[str, list[dict]] = field(default_factory=dict)  # test set -> rows {volume, dice per class}
     predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
     learned: dict[str, float] = field(default_factory=dict)
 
@@ -140,6 +144,8 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
                 rows.append(score(pred, ref, n_classes, case, test.spacing))
             result.per_case[test.name] = rows
             result.predictions[test.name] = preds
+            if test.volumes is not None:
+                result.per_volume[test.name] = volume_scores(preds, test, n_classes)
         dice = {t: np.nanmean([r["dice"] for r in rows]) for t, rows in result.per_case.items()}
         print(f"[{tag}] {method}: {seconds:.0f} s, Dice " + ", ".join(f"{t} {v:.3f}" for t, v in dice.items()),
               flush=True)
@@ -177,6 +183,38 @@ def score(pred: np.ndarray, ref: np.ndarray, n_classes: int, case: str, spacing=
         row[f"dice_{c}"] = per[c]["dice"]
         row[f"hd95_{c}"] = per[c]["hd95"]
     return row
+
+
+def volume_scores(preds: list[np.ndarray], test: TestSet, n_classes: int) -> list[dict]:
+    """Dice per class over each whole volume (its slices stacked), and the mean over the classes."""
+    from learn2synth.evaluate import score_volumes
+
+    rows = []
+    for volume in dict.fromkeys(test.volumes):
+        index = [i for i, v in enumerate(test.volumes) if v == volume]
+        pred = np.stack([preds[i] for i in index])
+        ref = np.stack([test.labels[i] for i in index])
+        scores = score_volumes(pred, ref, list(range(1, n_classes)))
+        rows.append({"volume": volume, "dice": scores["mean"]["dice"],
+                     **{f"dice_{c}": scores[c]["dice"] for c in range(1, n_classes)}})
+    return rows
+
+
+def volume_table(results: list[Result], test: str, class_names: list[str]) -> str:
+    """Markdown: per method (and tag) and volume, Dice per class over the whole volume and its mean (headline)."""
+    header = ["setting", "method", "volume", "volume Dice (mean over classes)", *[f"Dice {c}" for c in class_names],
+              "Δ vs synthseg"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    base = {r.tag: r for r in results if r.method == BASELINE}
+    for r in results:
+        b = base.get(r.tag)
+        for k, row in enumerate(r.per_volume.get(test, [])):
+            delta = row["dice"] - b.per_volume[test][k]["dice"] if b is not None and b is not r else float("nan")
+            lines.append("| " + " | ".join([
+                r.tag or "-", r.method, row["volume"], f"**{row['dice']:.3f}**",
+                *[f"{row[f'dice_{c}']:.3f}" for c in range(1, len(class_names) + 1)],
+                "-" if not math.isfinite(delta) else f"{delta:+.3f}"]) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(mean: float, sd: float, digits: int = 3) -> str:
@@ -281,5 +319,6 @@ def environment() -> str:
 def dump_json(path: Path, results: list[Result], extra: dict) -> None:
     """Per-case rows and timings, for re-analysis (written beside the report only with --work)."""
     data = {"extra": extra, "results": [{"method": r.method, "tag": r.tag, "seconds": r.seconds,
-                                         "learned": r.learned, "per_case": r.per_case} for r in results]}
+                                         "learned": r.learned, "per_case": r.per_case, "per_volume": r.per_volume}
+                                        for r in results]}
     path.write_text(json.dumps(data, indent=1, default=float))

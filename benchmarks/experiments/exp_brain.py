@@ -128,7 +128,8 @@ def prepare(data: Path, work: Path, ks: list[int], every: int, n_maps: int, test
     seg2 = load(oasis / "OASIS_OAS1_0002_MR1" / "aligned_seg4.nii.gz").astype(np.int64)
     zs = brain_slices(seg2)[::test_every]
     test = common.TestSet("OAS1_0002 aligned_norm (all brain slices)", [image2[:, :, z] for z in zs],
-                          [seg2[:, :, z] for z in zs], [f"z{z:03d}" for z in zs], (1.0, 1.0))
+                          [seg2[:, :, z] for z in zs], [f"z{z:03d}" for z in zs], (1.0, 1.0),
+                          volumes=["OAS1_0002"] * len(zs))
     orig = load(oasis / "OASIS_OAS1_0002_MR1" / "slice_orig.nii.gz")[:, :, 0].astype(np.float32)
     oseg = load(oasis / "OASIS_OAS1_0002_MR1" / "slice_seg4.nii.gz")[:, :, 0].astype(np.int64)
     shift = common.TestSet("OAS1_0002 slice_orig (raw, skull on)", [orig], [oseg], ["slice_orig"], (1.0, 1.0))
@@ -233,7 +234,11 @@ def write_report(out: Path, results, tests, args, config, sets_by_k, n_synth, ex
         "Per slice: Dice = mean over the tissue classes present in reference or prediction; HD95 (mm) = mean over "
         "classes with a finite distance ('HD95 inf' counts class-slices where one side is empty). Wilcoxon: "
         "two-sided signed-rank test, paired over test slices, against synthseg with the same K. ", "",
-        f"## {test.name}", "", common.results_table(results, test.name, CLASSES), "",
+        f"## {test.name}", "",
+        "Headline, the papers' protocol: Dice per class over the whole volume (the test slices stacked; with "
+        "--test-every > 1, every n-th slice):", "", common.volume_table(results, test.name, CLASSES), "",
+        "Per slice (Wilcoxon over slices; see the caption above):", "",
+        common.results_table(results, test.name, CLASSES), "",
         f"## Domain shift: {shift.name} (one slice; no statistics)", "",
         common.results_table(results, shift.name, CLASSES), "",
         f"Same slice skull-stripped ({same.name}) for reference:", "",
