@@ -18,6 +18,7 @@ from .config import to_dict
 from .data import LabelPool, RealPool, load_label_pool, load_real_pool
 from .distributed import DistInfo, any_rank, barrier, gather_objects, init_from_env, mean_reducer
 from .errors import ConfigError, InputError, Learn2SynthError
+from .init_from import copy_params, load_init_params
 from .losses import get_loss
 from .meta.optim import get_optimizer
 from .methods import METHODS, Run
@@ -79,13 +80,16 @@ def phantom_data(config: TrainConfig, synth: Synthesizer) -> tuple[LabelPool, Re
     return LabelPool(list(maps)), pool.subset(range(n)), pool.subset(range(n, n + pr.test_count))
 
 
-def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealPool | None]:
+def setup(config: TrainConfig, info: DistInfo | None = None, init: bool = True) -> tuple[Run, RealPool | None]:
     """Everything a run needs, freshly initialized from the config's seed; returns (run, validation pool).
 
+    With ``config.init_from`` (and ``init``; a resumed run passes False) the segmenter starts from that
+    checkpoint's weights, checked against the network the config describes before any data is read.
     Under torch.distributed (``info``), each rank draws from its own shard of the label maps and real examples
     with its own random stream, and gradients are averaged over ranks.
     """
     d = config.data
+    start = load_init_params(config.init_from, config) if init and config.init_from else None
     info = info or DistInfo()
     device = pick_device(config.device)
     if device.type == "cuda" and info.active:
@@ -118,6 +122,8 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
     torch.manual_seed(derive_seed(config.seed, "init"))
     net = build_net(config).to(device)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    if start is not None:
+        copy_params(*start, params)
     opt = get_optimizer(config.optim.name, **config.optim.options())
     augmenter = aug_opt = None
     if config.method == "learn2synth":
@@ -276,15 +282,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
 
     out = Path(out)
     info = init_from_env(pick_device(config.device))
-    run, val = setup(config, info)
+    resume_from = latest_checkpoint(out) if resume else None
+    run, val = setup(config, info, init=resume_from is None)  # a resumed run continues from its own weights
     if info.is_main:
         _check_writable(out, run)
     barrier(info)
     # `latest` holds each logged value's newest entry, so a row logged after a plain step of a learn2synth run with
     # meta_every > 1 still shows the last real loss; it and the skip count are checkpointed for an exact resume
     start, metrics, latest, skipped_total = 0, {}, {}, 0
-    if resume and (path := latest_checkpoint(out)) is not None:
-        start, extra = restore(run, path, info)
+    if resume_from is not None:
+        start, extra = restore(run, resume_from, info)
         latest, skipped_total = dict(extra.get("latest", {})), int(extra.get("skipped_total", 0))
         if start >= config.steps:  # nothing left to do: report the finished run's final validation
             metrics = dict(extra.get("metrics", {}))

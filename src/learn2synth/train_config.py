@@ -152,6 +152,9 @@ class TrainConfig:
     mixed_fraction: float = field(default=0.25, metadata=FRACTION)  # share of real items in a mixed batch
     finetune_from: float = field(default=0.7, metadata=FRACTION)  # fraction of steps before fine-tuning on real
     synth_preset: str = "none"
+    # a checkpoint file or run folder whose segmenter weights every method starts from (parameters only; the
+    # optimizer starts fresh); the network this config describes must match it
+    init_from: str | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)
