@@ -153,8 +153,8 @@ def setup(config: TrainConfig, info: DistInfo | None = None, init: bool = True) 
         aug_opt = torch.optim.Adam(augmenter.parameters(), lr=a.lr, betas=tuple(a.betas))
         if a.check_every:
             if val is None:
-                raise ConfigError("augmenter.check_every", "needs held-out real examples: data.val_fraction > 0 "
-                                                           "and real data of at least 2 subjects")
+                raise ConfigError("augmenter.check_every", "needs held-out real examples (data.val_fraction > 0 and "
+                                                           "at least 2 real subjects), or set it to 0")
             guard = AugmenterGuard(val, a.check_every, a.check_tolerance)
     stream = derive_seed(config.seed, "train", info.rank) if info.active else derive_seed(config.seed, "train")
     generator = torch.Generator(device=device).manual_seed(stream)
@@ -374,6 +374,16 @@ class _NoLog:
 
     def flush(self) -> None:
         pass
+
+
+def check_run_folder(out: str | Path, resume: bool) -> Path:
+    """``out`` as a run folder to train into: not a file, and not a finished or started run unless ``resume``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if not resume and out.is_dir() and latest_checkpoint(out) is not None:
+        raise InputError(out, "already holds a run; pass --resume to continue it or choose another --out")
+    return out
 
 
 def _check_writable(out: Path, run: Run) -> None:
