@@ -143,3 +143,18 @@ def test_checkpoint_round_trip_of_the_augmenter_state(tmp_path):
     assert after == {k: pytest.approx(v) for k, v in after.items()}
     assert all(torch.equal(stored[k], v) for k, v in fresh.augmenter.state_dict().items())
     assert "gmm.mean.3.hi" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_training_writes_the_table_and_figure_of_the_learned_priors(tmp_path, capsys):
+    from learn2synth.report_priors import priors_table, report_run
+    from learn2synth.train import train
+    from test_train import tiny
+
+    config = tiny("learn2synth", "augmenter.kind=learned_priors", "augmenter.priors=[gmm.mean]", "steps=2")
+    train(config, tmp_path, progress=False, tensorboard=False)
+    assert (tmp_path / "learned_priors.png").stat().st_size > 1000
+    rows = priors_table(tmp_path)
+    assert len(rows) == 6 and rows[0]["learned"] == "mean" and rows[0]["mean_lo"] <= rows[0]["mean_hi"]
+    assert rows[2]["std_lo"] == rows[2]["std_hi"] == 0.0  # preset none: std not learned, as configured
+    assert "| 5 |" in (tmp_path / "learned_priors.md").read_text()
+    assert report_run(tmp_path) == rows and "intensity class" in capsys.readouterr().out

@@ -364,6 +364,11 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     log.flush()
     if writer is not None:
         writer.close()
+    if info.is_main and config.method == "learn2synth" and config.augmenter.kind == "learned_priors" \
+            and start < config.steps and (stop_at is None or stop_at >= config.steps):
+        from .report_priors import write_priors_report
+
+        write_priors_report(run, out)  # learned_priors.md and .png
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
 
