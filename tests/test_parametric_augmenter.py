@@ -80,3 +80,18 @@ def test_zero_initial_values_are_accepted_and_start_at_about_zero():
     values = aug.learned_values()
     assert values["noise.sigma"] < 1e-7 and values["bias.middle"] < 1e-7 and values["bias.high"] < 1e-7
     assert abs(values["bias.low"] - 1.0) < 1e-6
+
+
+def test_max_values_cap_the_learned_values_and_unknown_names_are_refused():
+    from learn2synth.errors import ConfigError
+
+    aug = ParametricAugmenter(noise="sigma", noise_init=0.9, bias_points=(2, 4), bias_init=(0.1, 0.8))
+    aug.bound_({"noise.sigma": 0.2, "bias.4": 0.5})
+    values = aug.learned_values()
+    assert values["noise.sigma"] == pytest.approx(0.2) and values["bias.4"] == pytest.approx(0.5)
+    assert values["bias.2"] == pytest.approx(0.1)  # below its bound: untouched
+    ranged = ParametricAugmenter(noise="range", noise_init=(0.1, 0.9), bias_points=())
+    ranged.bound_({"noise.sigma_hi": 0.3})
+    assert ranged.learned_values() == {"noise.sigma_lo": pytest.approx(0.1), "noise.sigma_hi": pytest.approx(0.3)}
+    with pytest.raises(ConfigError, match="noise.std not learned"):
+        aug.bound_({"noise.std": 0.2})

@@ -28,7 +28,7 @@ from learn2synth import __version__
 from learn2synth.errors import InputError
 
 __all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "checkpoint_path", "latest_checkpoint",
-           "prune_checkpoints"]
+           "prune_checkpoints", "resolve_checkpoint"]
 
 FORMAT = "learn2synth-checkpoint"
 VERSION = 1
@@ -136,6 +136,17 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     if last.is_file() and (newest is None or _recorded_step(last) >= steps[newest]):
         return last
     return newest
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as it is, or a run folder's newest checkpoint; a folder without one is refused."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise InputError(path, "folder holds no checkpoint (step_*.pt or last.pt)")
+        return found
+    return path
 
 
 def prune_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:

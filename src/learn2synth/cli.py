@@ -1,4 +1,4 @@
-"""Command line: ``learn2synth synth | train | demo | predict | evaluate | segment``.
+"""Command line: ``learn2synth synth | train | adapt | demo | predict | evaluate | segment``.
 
 Heavy imports (torch, nibabel, matplotlib) happen inside the commands so ``--help`` is instant. Errors a user
 can fix print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
@@ -59,23 +59,43 @@ def _train_parser(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from pathlib import Path
-
-    from .checkpoint import latest_checkpoint
-    from .errors import InputError
-    from .train import train
+    from .train import check_run_folder, train
     from .train_config import load_train_config
 
     config = load_train_config(args.config, args.set)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    if not args.resume and out.is_dir() and latest_checkpoint(out) is not None:
-        raise InputError(out, "already holds a run; pass --resume to continue it or choose another --out")
+    out = check_run_folder(args.out, args.resume)
     metrics = train(config, out, resume=args.resume, progress=not args.quiet)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
     print(f"{config.method}: {shown}; checkpoints and metrics.csv in {out}")
     return 0
+
+
+def _adapt_parser(sub) -> None:
+    p = sub.add_parser("adapt", help="continue training a model with learn2synth on a few real labeled examples",
+                       description="Continue training MODEL (default: the shipped brain tissue model) with method "
+                                   "learn2synth on the real labeled examples of --real: the run starts from the "
+                                   "model's weights and its training's synthesis and data settings, learns the "
+                                   "synthesis priors from the real examples (500 steps, debiased hypergradient, a "
+                                   "quarter of the real subjects held out to check the augmenter), then --config and "
+                                   "--set override. --out is an ordinary run folder: use it with predict/segment "
+                                   "--model; --resume continues it.")
+    p.add_argument("--model", help="checkpoint or run folder (default: the shipped brain tissue model)")
+    p.add_argument("--real", required=True, metavar="DIR_OR_MANIFEST",
+                   help="real labeled examples: a folder with images/ and labels/, or a manifest (YAML/CSV)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", help="YAML overriding the adapt settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set steps=200 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_run_adapt)
+
+
+def _run_adapt(args) -> int:
+    from .adapt import run_adapt
+
+    return run_adapt(args)
 
 
 def _demo_parser(sub) -> None:
@@ -207,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _synth_parser(sub)
     _train_parser(sub)
+    _adapt_parser(sub)
     _demo_parser(sub)
     _predict_parser(sub)
     _evaluate_parser(sub)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-LEARNED_PREFIXES = ("noise.", "bias.", "gamma.", "blur.")
+LEARNED_PREFIXES = ("noise.", "bias.", "gamma.", "blur.", "gmm.", "resolution.")
 
 
 def read_rows(metrics_csv: str | Path) -> list[dict[str, str]]:

@@ -18,11 +18,12 @@ from .config import to_dict
 from .data import LabelPool, RealPool, load_label_pool, load_real_pool
 from .distributed import DistInfo, any_rank, barrier, gather_objects, init_from_env, mean_reducer
 from .errors import ConfigError, InputError, Learn2SynthError
+from .init_from import copy_params, load_init_params
 from .losses import get_loss
 from .meta.optim import get_optimizer
 from .methods import METHODS, Run
-from .metrics import dice_per_class
-from .nets import build_segmenter, padded_forward, total_stride
+from .methods.guard import AugmenterGuard
+from .nets import build_segmenter
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from .synth import Synthesizer, phantom_labels
 from .train_config import TrainConfig
@@ -46,18 +47,39 @@ def build_net(config: TrainConfig):
                            norm=n.norm, dropout=n.dropout, act=n.act)
 
 
-def build_augmenter(config: TrainConfig):
+def build_augmenter(config: TrainConfig, synth: Synthesizer | None = None, labels: LabelPool | None = None):
+    """The augmenter of ``config.augmenter``; the learned-priors one needs the synthesizer and the label pool
+    (its intensity class count)."""
+    from .augment.learned_priors import LearnedPriorsAugmenter
     from .augment.parametric import ParametricAugmenter
     from .augment.residual import ResidualAugmenter
 
     a = config.augmenter
     if a.kind == "residual":
+        if a.max_values:
+            raise ConfigError("augmenter.max_values", "the residual augmenter has no named values to bound")
         return ResidualAugmenter(config.data.spatial_dims, channels=tuple(a.channels))
+    if a.kind == "learned_priors":
+        augmenter = LearnedPriorsAugmenter(synth, intensity_classes(config, synth, labels), a.priors)
+        augmenter.check_bounds(a.max_values)
+        return augmenter
     noise = None if a.noise == "none" else a.noise
     noise_init = a.noise_init[0] if noise == "sigma" else tuple(a.noise_init)
     bias_init = a.bias_init[0] if len(a.bias_init) == 1 else tuple(a.bias_init)
-    return ParametricAugmenter(noise=noise, noise_init=noise_init, bias_points=tuple(a.bias_points),
-                               bias_init=bias_init, gamma_init=a.gamma_init, blur_init=a.blur_init)
+    augmenter = ParametricAugmenter(noise=noise, noise_init=noise_init, bias_points=tuple(a.bias_points),
+                                    bias_init=bias_init, gamma_init=a.gamma_init, blur_init=a.blur_init)
+    augmenter.check_bounds(a.max_values)
+    return augmenter
+
+
+def intensity_classes(config: TrainConfig, synth: Synthesizer, labels: LabelPool) -> int:
+    """K, the number of intensity classes the synthesis draws: from its label tables, else one per label value
+    (phantoms: ``data.n_classes``)."""
+    if synth.n_classes is not None:
+        return synth.n_classes
+    if config.data.labels == "phantom":
+        return config.data.n_classes
+    return max(labels.values()) + 1
 
 
 def phantom_data(config: TrainConfig, synth: Synthesizer) -> tuple[LabelPool, RealPool, RealPool]:
@@ -79,13 +101,16 @@ def phantom_data(config: TrainConfig, synth: Synthesizer) -> tuple[LabelPool, Re
     return LabelPool(list(maps)), pool.subset(range(n)), pool.subset(range(n, n + pr.test_count))
 
 
-def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealPool | None]:
+def setup(config: TrainConfig, info: DistInfo | None = None, init: bool = True) -> tuple[Run, RealPool | None]:
     """Everything a run needs, freshly initialized from the config's seed; returns (run, validation pool).
 
+    With ``config.init_from`` (and ``init``; a resumed run passes False) the segmenter starts from that
+    checkpoint's weights, checked against the network the config describes before any data is read.
     Under torch.distributed (``info``), each rank draws from its own shard of the label maps and real examples
     with its own random stream, and gradients are averaged over ranks.
     """
     d = config.data
+    start = load_init_params(config.init_from, config) if init and config.init_from else None
     info = info or DistInfo()
     device = pick_device(config.device)
     if device.type == "cuda" and info.active:
@@ -118,16 +143,23 @@ def setup(config: TrainConfig, info: DistInfo | None = None) -> tuple[Run, RealP
     torch.manual_seed(derive_seed(config.seed, "init"))
     net = build_net(config).to(device)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    if start is not None:
+        copy_params(*start, params)
     opt = get_optimizer(config.optim.name, **config.optim.options())
-    augmenter = aug_opt = None
+    augmenter = aug_opt = guard = None
     if config.method == "learn2synth":
-        augmenter = build_augmenter(config).to(device)
-        aug_opt = torch.optim.Adam(augmenter.parameters(), lr=config.augmenter.lr,
-                                   betas=tuple(config.augmenter.betas))
+        a = config.augmenter
+        augmenter = build_augmenter(config, synth, labels).to(device)
+        aug_opt = torch.optim.Adam(augmenter.parameters(), lr=a.lr, betas=tuple(a.betas))
+        if a.check_every:
+            if val is None:
+                raise ConfigError("augmenter.check_every", "needs held-out real examples (data.val_fraction > 0 and "
+                                                           "at least 2 real subjects), or set it to 0")
+            guard = AugmenterGuard(val, a.check_every, a.check_tolerance)
     stream = derive_seed(config.seed, "train", info.rank) if info.active else derive_seed(config.seed, "train")
     generator = torch.Generator(device=device).manual_seed(stream)
     run = Run(config, net, params, opt, opt.init(params), get_loss(config.loss), synth, labels, real, generator,
-              device, augmenter, aug_opt, reduce=mean_reducer(info))
+              device, augmenter, aug_opt, reduce=mean_reducer(info), guard=guard)
     return run, val
 
 
@@ -174,20 +206,9 @@ def _with_mapping(config: TrainConfig, labels: LabelPool, mapping):
     return synth_cfg
 
 
-@torch.no_grad()
 def evaluate(run: Run, pool: RealPool, batch_size: int = 16) -> dict[str, float]:
-    """Dice per class (and its mean) of the current segmenter on whole examples of ``pool`` (each zero-padded to
-    a multiple of the network's stride, as ``predict`` does, and cropped back)."""
-    stride = total_stride(run.config.net.channels, run.config.net.strides)
-    dices = []
-    for i in range(len(pool)):
-        x, y = pool.images[i][None].to(run.device), pool.labels[i][None].to(run.device)
-        pred = padded_forward(lambda z: run.logits(run.params, z), x, stride).argmax(1, keepdim=True)
-        dices.append(dice_per_class(pred, y, run.config.data.n_classes))
-    per_class = torch.cat(dices).nanmean(0)
-    out = {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
-    out["dice_mean"] = float(per_class.nanmean())
-    return out
+    """Dice per class (and its mean) of the current segmenter on whole examples of ``pool`` (:meth:`Run.evaluate`)."""
+    return run.evaluate(pool)
 
 
 def _state(run: Run) -> dict:
@@ -195,6 +216,8 @@ def _state(run: Run) -> dict:
     if run.augmenter is not None:
         state["augmenter"] = run.augmenter.state_dict()
         state["aug_opt"] = run.aug_opt.state_dict()
+    if run.guard is not None:
+        state["guard"] = run.guard.state_dict()
     return state
 
 
@@ -236,6 +259,8 @@ def restore(run: Run, path: Path, info: DistInfo | None = None) -> tuple[int, di
     if run.augmenter is not None:
         run.augmenter.load_state_dict(state["augmenter"])
         run.aug_opt.load_state_dict(state["aug_opt"])
+    if run.guard is not None and "guard" in state:
+        run.guard.load_state_dict(state["guard"])
     restore_rng_state(ranks[info.rank], {"train": run.generator})
     return int(ckpt["step"]), ckpt["extra"]
 
@@ -276,15 +301,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
 
     out = Path(out)
     info = init_from_env(pick_device(config.device))
-    run, val = setup(config, info)
+    resume_from = latest_checkpoint(out) if resume else None
+    run, val = setup(config, info, init=resume_from is None)  # a resumed run continues from its own weights
     if info.is_main:
         _check_writable(out, run)
     barrier(info)
     # `latest` holds each logged value's newest entry, so a row logged after a plain step of a learn2synth run with
     # meta_every > 1 still shows the last real loss; it and the skip count are checkpointed for an exact resume
     start, metrics, latest, skipped_total = 0, {}, {}, 0
-    if resume and (path := latest_checkpoint(out)) is not None:
-        start, extra = restore(run, path, info)
+    if resume_from is not None:
+        start, extra = restore(run, resume_from, info)
         latest, skipped_total = dict(extra.get("latest", {})), int(extra.get("skipped_total", 0))
         if start >= config.steps:  # nothing left to do: report the finished run's final validation
             metrics = dict(extra.get("metrics", {}))
@@ -338,6 +364,11 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     log.flush()
     if writer is not None:
         writer.close()
+    if info.is_main and config.method == "learn2synth" and config.augmenter.kind == "learned_priors" \
+            and start < config.steps and (stop_at is None or stop_at >= config.steps):
+        from .report_priors import write_priors_report
+
+        write_priors_report(run, out)  # learned_priors.md and .png
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
 
@@ -348,6 +379,16 @@ class _NoLog:
 
     def flush(self) -> None:
         pass
+
+
+def check_run_folder(out: str | Path, resume: bool) -> Path:
+    """``out`` as a run folder to train into: not a file, and not a finished or started run unless ``resume``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if not resume and out.is_dir() and latest_checkpoint(out) is not None:
+        raise InputError(out, "already holds a run; pass --resume to continue it or choose another --out")
+    return out
 
 
 def _check_writable(out: Path, run: Run) -> None:

@@ -110,7 +110,12 @@ class OptimConfig:
 
 @dataclass
 class AugmenterConfig:
-    kind: Literal["parametric", "residual"] = "parametric"
+    # parametric: learned corruptions after the synthesis; residual: a U-Net; learned_priors: the synthesis's own
+    # priors (learn2synth.augment.learned_priors)
+    kind: Literal["parametric", "residual", "learned_priors"] = "parametric"
+    # learned_priors: which priors are learned, e.g. [gmm.mean, gmm.std, noise.std, bias.std, gamma.std]
+    # (None: those of that list whose effect is enabled)
+    priors: list[str] | None = None
     noise: Literal["sigma", "range", "none"] = "sigma"
     noise_init: list[float] = field(default_factory=lambda: [0.01], metadata=POSITIVE)
     bias_points: list[int] = field(default_factory=lambda: [2, 4, 8], metadata={"range": (2, None)})
@@ -121,10 +126,21 @@ class AugmenterConfig:
     lr: float = field(default=0.02, metadata=POSITIVE)
     # Adam's (beta1, beta2) for the augmenter; beta1 = 0 lets a noisy hypergradient move it without momentum
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"range": (0, 1), "open": "high"})
+    # upper bounds of learned values by name, e.g. {noise.std: 0.2} (learned_priors: a prior; a range's hi) or
+    # {noise.sigma: 0.2} (parametric: a logged learned value); kept by projection after each augmenter step
+    max_values: dict[str, float] = field(default_factory=dict)
+    # every check_every steps (0: never) the segmenter is scored (mean Dice) on the held-out real examples; if it
+    # fell by more than check_tolerance since the last check, the augmenter and its optimizer go back to the
+    # state of the last accepted check and the augmenter's learning rate is halved (learn2synth.methods.guard)
+    check_every: int = field(default=0, metadata=NON_NEGATIVE)
+    check_tolerance: float = field(default=0.01, metadata=NON_NEGATIVE)
 
     def validate(self):
         if len(self.betas) != 2:
             raise ConfigError("betas", f"needs two values (beta1, beta2), got {self.betas}")
+        bad = {k: v for k, v in self.max_values.items() if not v > 0}
+        if bad:
+            raise ConfigError("max_values", f"bounds must be > 0, got {bad}")
 
 
 @dataclass
@@ -152,6 +168,9 @@ class TrainConfig:
     mixed_fraction: float = field(default=0.25, metadata=FRACTION)  # share of real items in a mixed batch
     finetune_from: float = field(default=0.7, metadata=FRACTION)  # fraction of steps before fine-tuning on real
     synth_preset: str = "none"
+    # a checkpoint file or run folder whose segmenter weights every method starts from (parameters only; the
+    # optimizer starts fresh); the network this config describes must match it
+    init_from: str | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)

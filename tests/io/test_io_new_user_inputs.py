@@ -222,7 +222,7 @@ def test_check_classes_names_the_values_outside_the_classes():
         check_classes(labels, 3, "seg.nii.gz")
     assert str(error.value) == (
         "seg.nii.gz: label values [5, 9] are outside the 3 classes 0..2; set data.n_classes to cover them, "
-        "or map them to classes with data.label_mapping"
+        "or map them to classes with data.real_label_mapping"
     )
     with pytest.raises(InputError, match=r"label values \[5, 9\]"):
         check_classes(torch.from_numpy(labels), 3, "seg.nii.gz")

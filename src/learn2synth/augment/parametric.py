@@ -17,20 +17,16 @@ be replayed, as the finite-difference meta-step needs.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..synth._util import blur, draw_normal, per_item, resize
-
-
-def _inverse_softplus(y: float) -> float:
-    """softplus^-1(y); a value of 0 (no effect) starts at 1e-8, the closest a softplus gets to it."""
-    y = max(float(y), 1e-8)
-    return y + math.log(-math.expm1(-y)) if y < 20 else y
+from ._bounds import cap_range_, cap_softplus_
+from ._bounds import inverse_softplus_float as _inverse_softplus
 
 
 class ParametricAugmenter(nn.Module):
@@ -45,6 +41,8 @@ class ParametricAugmenter(nn.Module):
     gamma_init : initial log-gamma spread, or None to disable gamma.
     blur_init : initial maximum blur sigma (voxels), or None to disable blur.
     """
+
+    renders_synthesis = False  # corrupts synthesized images (the learned-priors augmenter renders them itself)
 
     def __init__(
         self,
@@ -105,6 +103,38 @@ class ParametricAugmenter(nn.Module):
             if self.raw_blur is not None:
                 out["blur.max_sigma"] = float(F.softplus(self.raw_blur))
         return out
+
+    def _bounded(self) -> dict:
+        """Learned value name -> (raw parameter, index or None): the values :meth:`bound_` can cap."""
+        out = {"noise.sigma": (self.raw_sigma, None)} if self.noise == "sigma" else {}
+        names = [k for k in self.learned_values() if k.startswith("bias.")]
+        out.update({name: (self.raw_bias, k) for k, name in enumerate(names)})
+        if self.raw_gamma is not None:
+            out["gamma.std"] = (self.raw_gamma, None)
+        if self.raw_blur is not None:
+            out["blur.max_sigma"] = (self.raw_blur, None)
+        return out
+
+    def check_bounds(self, max_values: Mapping[str, float]) -> None:
+        """Refuse names of ``max_values`` that are not learned values of this augmenter."""
+        known = [*self._bounded(), *(["noise.sigma_hi"] if self.noise == "range" else [])]
+        unknown = sorted(set(max_values) - set(known))
+        if unknown:
+            raise ConfigError("augmenter.max_values", f"{', '.join(unknown)} not learned; one of {', '.join(known)}")
+
+    def bound_(self, max_values: Mapping[str, float]) -> None:
+        """Lower the learned values above their ``max_values`` to them (after an optimizer step); the softplus
+        keeps the others valid."""
+        if not max_values:
+            return
+        self.check_bounds(max_values)
+        bounded = self._bounded()
+        for name, limit in max_values.items():
+            if name == "noise.sigma_hi":
+                cap_range_(self.raw_sigma_lo.data, self.raw_sigma_width.data, limit, positive=True)
+                continue
+            raw, k = bounded[name]
+            cap_softplus_(raw.data if k is None else raw.data[k], limit)
 
     # -- sampling and applying ---------------------------------------------------------------------------
     def sample(self, x: torch.Tensor, generator: torch.Generator) -> dict:

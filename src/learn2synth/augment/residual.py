@@ -43,6 +43,8 @@ class ResidualAugmenter(nn.Module):
         True
     """
 
+    renders_synthesis = False  # corrupts synthesized images
+
     def __init__(
         self,
         spatial_dims: int,
@@ -114,6 +116,9 @@ class ResidualAugmenter(nn.Module):
             raise ValueError("pass exactly one of generator (to draw the noise) or noise (to replay a draw)")
         draws = {"noise": noise} if noise is not None else self.sample(x, generator)
         return self.apply(x, draws)
+
+    def bound_(self, max_values) -> None:
+        """Nothing to bound: the residual augmenter has no named values (``max_values`` is refused for it)."""
 
     def learned_values(self) -> dict[str, float]:
         """For logs: the RMS of the residual of the last call (0 before any call)."""

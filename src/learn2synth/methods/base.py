@@ -13,6 +13,8 @@ from torch.func import functional_call
 from ..data import LabelPool, RealPool
 from ..meta.hypergrad import plain_step
 from ..meta.optim import FunctionalOptimizer
+from ..metrics import dice_per_class
+from ..nets import padded_forward, total_stride
 from ..synth import Synthesizer, deformation_grid, sample_deform, warp
 
 
@@ -35,6 +37,7 @@ class Run:
     aug_opt: torch.optim.Optimizer | None = None
     skipped: int = 0  # consecutive updates skipped for a non-finite loss or gradient
     reduce: Any = None  # averages gradients over processes (learn2synth.distributed); None on one process
+    guard: Any = None  # reverts the augmenter when the real validation score falls (learn2synth.methods.guard)
 
     def logits(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, params, (x,))
@@ -42,12 +45,30 @@ class Run:
     def loss(self, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(self.logits(params, x), y)
 
+    def label_batch(self, n: int | None = None) -> torch.Tensor:
+        """Random crops of the label pool."""
+        cfg = self.config
+        return self.labels.batch(n or cfg.batch_size, cfg.data.shape, self.generator).to(self.device)
+
     def synth_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch synthesized from random crops of the label pool."""
-        cfg = self.config
-        labels = self.labels.batch(n or cfg.batch_size, cfg.data.shape, self.generator).to(self.device)
-        image, target, _ = self.synth(labels, self.generator)
+        image, target, _ = self.synth(self.label_batch(n), self.generator)
         return image, target
+
+    @torch.no_grad()
+    def evaluate(self, pool: RealPool) -> dict[str, float]:
+        """Dice per class (and its mean) of the current segmenter on whole examples of ``pool`` (each zero-padded
+        to a multiple of the network's stride, as ``predict`` does, and cropped back)."""
+        stride = total_stride(self.config.net.channels, self.config.net.strides)
+        dices = []
+        for i in range(len(pool)):
+            x, y = pool.images[i][None].to(self.device), pool.labels[i][None].to(self.device)
+            pred = padded_forward(lambda z: self.logits(self.params, z), x, stride).argmax(1, keepdim=True)
+            dices.append(dice_per_class(pred, y, self.config.data.n_classes))
+        per_class = torch.cat(dices).nanmean(0)
+        out = {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
+        out["dice_mean"] = float(per_class.nanmean())
+        return out
 
     def real_batch(self, n: int | None = None, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Random crops of real examples; ``augment`` adds a mild random deformation (same for image and label)."""

@@ -173,9 +173,6 @@ class Synthesizer:
         self._strip_lut = self._strip_lut.to(device)
         return self
 
-    def _p(self, effect: str, name: str):
-        return self.priors[f"{effect}.{name}"]
-
     def classes_and_target(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Map label values to intensity classes and target classes; also return the class count K."""
         classes, target = self._lookup(labels)
@@ -191,32 +188,45 @@ class Synthesizer:
             raise ValueError(f"label values {extra[:10]} are not in labels.generation_labels")
         return self._class_lut[labels], self._target_lut[labels]
 
-    def sample(self, labels: torch.Tensor, generator: torch.Generator) -> dict:
-        """Draw every random parameter for a batch of label maps (B, 1, *spatial)."""
+    def sample(self, labels: torch.Tensor, generator: torch.Generator, priors: dict | None = None) -> dict:
+        """Draw every random parameter for a batch of label maps (B, 1, *spatial).
+
+        ``priors`` overrides some of :attr:`priors` by name for this draw (e.g. learned values). The draw is a
+        function of (label maps, priors, generator state): the same generator state gives the same uniforms and
+        normals, so the params are replayed, differentiably in the priors, by sampling again from that state.
+        """
         _check_labels(labels)
         cfg, batch, shape = self.config, labels.shape[0], tuple(labels.shape[2:])
         ndim, dt = len(shape), self.dtype
+        values = {**self.priors, **(priors or {})}
+
+        def p(effect, name):
+            return values[f"{effect}.{name}"]
+
         _, _, n_classes = self.classes_and_target(labels)
+        rows = [v.shape[0] for v in (p("gmm", "mean"), p("gmm", "std")) if v.ndim == 2]
+        if rows and n_classes <= rows[0]:  # per-class priors (K, 2): K classes, not the batch's count
+            n_classes = rows[0]
         params = {}
         if cfg.deform.enabled:
             params["deform"] = sample_deform(
-                batch, shape, **{k: self._p("deform", k) for k in PRIORS["deform"]}, flip=cfg.deform.flip,
+                batch, shape, **{k: p("deform", k) for k in PRIORS["deform"]}, flip=cfg.deform.flip,
                 elastic_points=cfg.deform.elastic_points, integrate_steps=cfg.deform.integrate_steps,
                 generator=generator, dtype=dt)
-        params["gmm"] = sample_gmm(batch, n_classes, shape, mean=self._p("gmm", "mean"),
-                                   std=self._p("gmm", "std"), smooth=cfg.gmm.smooth, generator=generator, dtype=dt)
+        params["gmm"] = sample_gmm(batch, n_classes, shape, mean=p("gmm", "mean"),
+                                   std=p("gmm", "std"), smooth=cfg.gmm.smooth, generator=generator, dtype=dt)
         if cfg.bias.enabled:
-            params["bias"] = sample_bias_field(batch, shape, std=self._p("bias", "std"),
-                                               scale=self._p("bias", "scale"), generator=generator, dtype=dt)
+            params["bias"] = sample_bias_field(batch, shape, std=p("bias", "std"),
+                                               scale=p("bias", "scale"), generator=generator, dtype=dt)
         if cfg.gamma.enabled:
-            params["gamma"] = sample_gamma(batch, std=self._p("gamma", "std"), generator=generator, dtype=dt)
+            params["gamma"] = sample_gamma(batch, std=p("gamma", "std"), generator=generator, dtype=dt)
         if cfg.resolution.enabled:
             params["resolution"] = sample_resolution(
-                batch, ndim, max_res_iso=self._p("resolution", "max_res_iso"),
-                max_res_aniso=self._p("resolution", "max_res_aniso"), prob_iso=cfg.resolution.prob_iso,
+                batch, ndim, max_res_iso=p("resolution", "max_res_iso"),
+                max_res_aniso=p("resolution", "max_res_aniso"), prob_iso=cfg.resolution.prob_iso,
                 generator=generator, dtype=dt)
         if cfg.noise.enabled:
-            params["noise"] = sample_noise(batch, shape, std=self._p("noise", "std"), kind=cfg.noise.kind,
+            params["noise"] = sample_noise(batch, shape, std=p("noise", "std"), kind=cfg.noise.kind,
                                            dof=cfg.noise.dof, generator=generator, dtype=dt)
         if cfg.strip.enabled:
             params["strip"] = sample_strip(batch, prob=cfg.strip.prob, margin=cfg.strip.margin, generator=generator)

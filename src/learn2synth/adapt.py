@@ -1,0 +1,73 @@
+"""``learn2synth adapt``: continue training a segmenter with Learn2Synth on a few real labeled examples.
+
+The run starts from the model's weights (``init_from``) and from its training's synthesis and data settings: the
+checkpoint's stored config gives the base (synth section, net, and ``data.labels / label_mapping /
+real_label_mapping / shape / n_classes / spatial_dims / slice_axis / orientation / voxel_size / class_names /
+colour``), then the adapt defaults (:data:`ADAPT_DEFAULTS`: method learn2synth, 500 steps, debiased
+hypergradient, learned synthesis priors, a validation check on the augmenter), ``data.real`` = ``--real``, and
+last ``--config`` and ``--set``. The run folder is an ordinary training run (``predict``, ``segment``,
+``--resume``).
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from .checkpoint import load_checkpoint, resolve_checkpoint
+from .config import _merge
+from .errors import InputError
+from .init_from import network_differences
+from .train_config import TrainConfig, load_train_config
+
+ADAPT_DEFAULTS = {
+    "method": "learn2synth",
+    "steps": 500,
+    "meta": {"debias": True},
+    "augmenter": {"kind": "learned_priors", "check_every": 50},
+    "data": {"val_fraction": 0.25},  # real subjects held out for the augmenter check and validation
+}
+CARRIED_DATA = ("labels", "label_mapping", "real_label_mapping", "shape", "n_classes", "spatial_dims",
+                "slice_axis", "orientation", "voxel_size", "class_names", "colour", "phantom_count", "phantom_real")
+
+
+def adapt_config(model: str | Path, real: str | Path, config: str | Path | None = None,
+                 sets=()) -> TrainConfig:
+    """The training config of ``adapt`` (see the module docstring); bad inputs raise a one-line InputError."""
+    path = resolve_checkpoint(model)
+    stored = load_checkpoint(path, map_location="cpu")["config"]
+    data = stored.get("data") or {}
+    base = {key: stored[key] for key in ("synth_preset", "synth", "net", "loss") if key in stored}
+    base["data"] = {key: data[key] for key in CARRIED_DATA if key in data}
+    base = _merge(_merge(base, ADAPT_DEFAULTS), {"data": {"real": str(real)}, "init_from": str(path)})
+    result = load_train_config(config, sets, base=base)
+    differences = network_differences(stored, result)
+    if differences:
+        raise InputError(path, "the model does not fit these settings: " + "; ".join(differences))
+    _check_model_files(path, result)
+    if result.data.real != "phantom" and not Path(result.data.real).exists():
+        raise InputError(result.data.real, "no such file or folder (the real labeled examples to adapt to)")
+    return result
+
+
+def _check_model_files(model: Path, config: TrainConfig) -> None:
+    """The label maps (and label mappings) named by the model's config must still be found from here."""
+    d = config.data
+    for key, value in (("labels", d.labels), ("label_mapping", d.label_mapping),
+                       ("real_label_mapping", d.real_label_mapping)):
+        if value in (None, "phantom") or Path(value).exists() or glob.glob(value):
+            continue
+        raise InputError(value, f"data.{key} of the model {model} not found (paths are relative to the folder "
+                                f"its training ran in); pass --set data.{key}=PATH")
+
+
+def run_adapt(args) -> int:
+    from .segment import shipped_model_path
+    from .train import check_run_folder, train
+
+    config = adapt_config(args.model or shipped_model_path(), args.real, args.config, args.set)
+    out = check_run_folder(args.out, args.resume)
+    metrics = train(config, out, resume=args.resume, progress=not args.quiet)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+    print(f"adapt: {shown}; the adapted model is the run folder {out} (use it with predict/segment --model)")
+    return 0
