@@ -98,7 +98,8 @@ def report(rows: list[dict], args, command: str, model_info: str) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         per = r["dice_per_class"]
-        lines.append(f"| {r['subject'][6:15]} | {r['contrast']} | " + " | ".join(f"{per[c]:.3f}" for c in CLASSES.values())
+        dice = " | ".join(f"{per[c]:.3f}" for c in CLASSES.values())
+        lines.append(f"| {r['subject'][6:15]} | {r['contrast']} | {dice}"
                      + f" | **{r['dice_mean']:.3f}** | {r['seconds_per_volume']:.1f} ({r['load']:.1f}) | "
                      + ("yes" if meets(r) else "no") + " |")
     lines += ["", f"Targets (issue): T1 mean >= {T1_TARGETS['mean']}, cortex >= {T1_TARGETS[1]}, WM >= "

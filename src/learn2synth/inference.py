@@ -90,17 +90,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
         Not a learn2synth checkpoint, a newer format, a config this version cannot read, weights that do not
         fit the network the config describes, or a label mapping that is missing or does not cover every class.
     """
-    from .checkpoint import latest_checkpoint, load_checkpoint
+    from .checkpoint import load_checkpoint, resolve_checkpoint
     from .config import from_dict
     from .train import build_net
     from .train_config import TrainConfig
 
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise InputError(path, "folder holds no checkpoint (step_*.pt or last.pt)")
-        path = found
+    path = resolve_checkpoint(path)
     checkpoint = load_checkpoint(path, map_location="cpu")
     made_with = checkpoint.get("learn2synth_version", "an unknown version")
     try:
