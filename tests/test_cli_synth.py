@@ -117,3 +117,27 @@ def test_yaml_config_overrides_preset(tmp_path, capsys):
                tmp_path / "o")[0] == 0
     code, _, err = run(capsys, "--phantom", "2d", "--shape", 16, 16, "--config", bad, "--out", tmp_path / "o2")
     assert code == 2 and "bad.yaml" in err
+
+
+def test_a_training_config_gives_its_synthesis_and_label_mapping(tmp_path, capsys, monkeypatch):
+    """--config configs/brain_synthseg.yaml: FreeSurfer label values become the 4 tissue classes, extra-cerebral
+    CSF (24) and non-brain labels (507) are background, and stripped images hold exact zeros."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the config's paths are relative to the repository
+    labels = np.full((40, 40, 1), 507, np.int16)
+    labels[8:32, 8:32] = 24
+    labels[10:30, 10:30] = 3  # cortex
+    labels[14:26, 14:26] = 2  # white matter
+    labels[18:22, 18:22] = 4  # ventricle
+    write_nifti(tmp_path / "seg.nii.gz", labels)
+    code, out, err = run(capsys, "--labels", tmp_path / "seg.nii.gz", "--config", "configs/brain_synthseg.yaml",
+                         "--n", "4", "--out", tmp_path / "out", "--set", "deform.enabled=false",
+                         "--set", "strip.prob=1.0", "--set", "strip.margin=[0,0]")
+    assert code == 0, err
+    target = np.asarray(nib.load(tmp_path / "out" / "label_0000.nii.gz").dataobj)[..., 0]
+    np.testing.assert_array_equal(np.unique(target), [0, 1, 3, 4])
+    assert (target[labels[..., 0] == 24] == 0).all() and (target[labels[..., 0] == 3] == 1).all()
+    image = np.asarray(nib.load(tmp_path / "out" / "image_0000.nii.gz").dataobj)[..., 0]
+    assert (image[labels[..., 0] == 507] == 0).all() and (image[labels[..., 0] == 2] != 0).any()

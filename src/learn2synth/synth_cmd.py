@@ -61,6 +61,26 @@ def _label_for(ext: str, label: np.ndarray) -> np.ndarray:
     return label.astype(np.int32)
 
 
+def _synthesis_settings(args):
+    """(SynthConfig, label mapping or None) from --preset/--config/--set. ``--config`` may be a synthesis YAML
+    (overriding the preset) or a training config (its ``synth_preset`` and ``synth`` section, and its
+    ``data.label_mapping`` for the label maps, e.g. ``configs/brain_synthseg.yaml``); ``--set`` keys are
+    synthesis keys either way."""
+    from .config import load_yaml, to_dict
+    from .synth.presets import synth_config
+
+    raw = load_yaml(args.config) if args.config else {}
+    if not ({"synth", "synth_preset", "data", "method"} & set(raw or {})):
+        return synth_config(args.preset, yaml_path=args.config, sets=args.set), None
+    from .io import load_label_mapping
+    from .train_config import load_train_config
+
+    train_config = load_train_config(args.config)
+    synth = synth_config(train_config.synth_preset, overrides=to_dict(train_config.synth), sets=args.set)
+    path = train_config.data.label_mapping
+    return synth, (load_label_mapping(path) if path and args.labels else None)
+
+
 def run_synth(args) -> int:
     import torch
     from tqdm import tqdm
@@ -68,14 +88,13 @@ def run_synth(args) -> int:
     from .io import supported_extension, write_image
     from .report import save_gallery
     from .synth import Synthesizer, phantom_labels
-    from .synth.presets import synth_config
 
     if args.n < 1:
         raise ConfigError("--n", f"must be at least 1, got {args.n}")
     if args.batch_size < 1:
         raise ConfigError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    config, mapping = _synthesis_settings(args)
     out = prepare_output_dir(args.out)
-    config = synth_config(args.preset, yaml_path=args.config, sets=args.set)
     device = torch.device(args.device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     if args.phantom:
@@ -86,6 +105,10 @@ def run_synth(args) -> int:
         sources = [(None, None)]
     else:
         sources = load_label_maps(args.labels)
+        if mapping is not None:
+            values = sorted({0, *(int(v) for _, a in sources for v in np.unique(a))})
+            for key, value in mapping.synthesis_labels(values).items():
+                setattr(config.labels, key, value)
     synth = Synthesizer(config, device=device)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -194,11 +194,9 @@ def _with_mapping(config: TrainConfig, labels: LabelPool, mapping):
     label value not in a group draws its own intensity)."""
     import copy
 
-    values = labels.values()
     synth_cfg = copy.deepcopy(config.synth)
-    synth_cfg.labels.generation_labels = values
-    synth_cfg.labels.generation_classes = mapping.intensity_classes(values)
-    synth_cfg.labels.segmentation_labels = [int(v) for v in mapping(torch.tensor(values))]
+    for key, value in mapping.synthesis_labels(labels.values()).items():
+        setattr(synth_cfg.labels, key, value)
     too_big = sorted({t for t in synth_cfg.labels.segmentation_labels if t >= config.data.n_classes})
     if too_big:
         raise ConfigError("data.label_mapping", f"maps label values to classes {too_big}, but data.n_classes is "

@@ -65,6 +65,19 @@ class LabelMapping:
                     seen[v] = name
             object.__setattr__(self, "groups", groups)
 
+    def synthesis_labels(self, values) -> dict:
+        """The synthesis's label lists (``synth.labels``) for label maps holding ``values``: each value, its
+        intensity class (:meth:`intensity_classes`) and its target class.
+
+        Examples
+        --------
+        >>> LabelMapping({2: 1, 41: 1}, groups={"wm": [2, 41]}).synthesis_labels([0, 2, 41])
+        {'generation_labels': [0, 2, 41], 'generation_classes': [0, 1, 1], 'segmentation_labels': [0, 1, 1]}
+        """
+        values = [int(v) for v in values]
+        return {"generation_labels": values, "generation_classes": self.intensity_classes(values),
+                "segmentation_labels": [int(v) for v in self(np.asarray(values))]}
+
     def intensity_classes(self, values) -> list[int]:
         """Intensity class of each label value (SynthSeg's generation classes): values of one group share a
         class, every other value has its own, numbered in the order of ``values``.
