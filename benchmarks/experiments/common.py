@@ -119,8 +119,11 @@ def save_npz(path: Path, **arrays) -> Path:
 
 
 def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Path, n_classes: int,
-                tag: str = "", progress: bool = False) -> list[Result]:
-    """Train each method (``build_config(method) -> TrainConfig``), then segment and score every test set."""
+                tag: str = "", progress: bool = False, fixed: dict | None = None) -> list[Result]:
+    """Train each method (``build_config(method) -> TrainConfig``), then segment and score every test set.
+
+    ``fixed`` maps method names to existing checkpoints that are scored as they are (no training), e.g. the
+    model an adaptation starts from."""
     import torch
 
     from learn2synth.inference import load_model, predict_array
@@ -128,14 +131,18 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
 
     results = []
     for method in methods:
-        config = build_config(method)
-        run_dir = work / "runs" / f"{tag or 'run'}_{method}".replace("=", "")
-        print(f"[{tag}] {method}: {config.steps} steps ...", flush=True)
-        seconds = _train_once(config, run_dir, progress)
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        if method in (fixed or {}):
+            run_dir, seconds = Path(fixed[method]), 0.0
+        else:
+            config = build_config(method)
+            run_dir = work / "runs" / f"{tag or 'run'}_{method}".replace("=", "")
+            print(f"[{tag}] {method}: {config.steps} steps ...", flush=True)
+            seconds = _train_once(config, run_dir, progress)
+            if config.threads:
+                torch.set_num_threads(config.threads)
         model = load_model(run_dir, device="cpu")
-        result = Result(method, tag, seconds, learned=learned_estimate(run_dir / "metrics.csv"))
+        result = Result(method, tag, seconds, learned=learned_estimate(run_dir / "metrics.csv")
+                        if run_dir.is_dir() else {})
         for test in tests:
             preds, rows = [], []
             for image, ref, case in zip(test.images, test.labels, test.cases, strict=True):
