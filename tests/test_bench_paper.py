@@ -146,8 +146,8 @@ def test_crossnoise_reuses_the_recovery_run_and_fills_the_matrix(recovered, caps
 
 def _real_pools(sets: list[str], sigma: float) -> tuple:
     """(train, test) 'real' pools of phantom_data with hidden noise ``sigma``, as (images, labels) tensors."""
+    from learn2synth.sources import phantom_data
     from learn2synth.synth import Synthesizer
-    from learn2synth.train import phantom_data
     from learn2synth.train_config import load_train_config
 
     config = load_train_config(None, [*sets, *recovery.hidden_sigma(sigma)])

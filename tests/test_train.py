@@ -92,9 +92,7 @@ def test_non_finite_real_loss_skips_both_updates(tmp_path):
     run.real.images = [torch.full_like(x, float("nan")) for x in run.real.images]
     params = {k: v.clone() for k, v in run.params.items()}
     aug = {k: v.clone() for k, v in run.augmenter.state_dict().items()}
-    from learn2synth.methods import METHODS
-
-    METHODS["learn2synth"](run, 0)
+    run.step(0)
     assert run.skipped == 1
     assert all(torch.equal(params[k], run.params[k]) for k in params)
     assert all(torch.equal(aug[k], v) for k, v in run.augmenter.state_dict().items())
@@ -119,8 +117,8 @@ def test_unwritable_output_is_refused_before_training(tmp_path):
 
 
 def test_phantom_real_contrast_is_a_fixed_intensity_per_label():
+    from learn2synth.sources import phantom_data
     from learn2synth.synth import Synthesizer
-    from learn2synth.train import phantom_data
 
     contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     config = tiny("learn2synth", "data.phantom_real.sigma=0", "data.phantom_real.bias=[]",
@@ -149,8 +147,8 @@ def test_augmenter_betas_reach_the_optimizer():
 
 
 def test_phantom_real_sigma_range_draws_one_sigma_per_image():
+    from learn2synth.sources import phantom_data
     from learn2synth.synth import Synthesizer
-    from learn2synth.train import phantom_data
 
     contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     config = tiny("learn2synth", "data.phantom_real.sigma_range=[0.05,0.2]", "data.phantom_real.bias=[]",
