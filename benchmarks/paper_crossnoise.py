@@ -43,12 +43,12 @@ def model_specs(args) -> list[recovery.RunSpec]:
 
 def held_out_pool(sets: list[str], sigma: float):
     """The held-out 'real' test images of a run's config, with hidden noise ``sigma`` and no bias field."""
-    from learn2synth.sources import phantom_data
+    from learn2synth.sources import phantom_real
     from learn2synth.synth import Synthesizer
     from learn2synth.train_config import load_train_config
 
     config = load_train_config(None, [*sets, *recovery.hidden_sigma(sigma)])
-    return phantom_data(config, Synthesizer(config.synth))[2]
+    return phantom_real(config, Synthesizer(config.synth))[1]
 
 
 def dice_row(spec: recovery.RunSpec, pools: dict) -> dict[float, float]:

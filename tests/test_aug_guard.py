@@ -56,7 +56,7 @@ def test_resume_with_the_guard_is_exact(tmp_path, monkeypatch):
 def test_guard_needs_held_out_real_examples(monkeypatch):
     import learn2synth.sources as sources
 
-    phantom_data = sources.phantom_data
-    monkeypatch.setattr(sources, "phantom_data", lambda *a: (*phantom_data(*a)[:2], None))  # nothing held out
+    phantom_real = sources.phantom_real
+    monkeypatch.setattr(sources, "phantom_real", lambda *a: (phantom_real(*a)[0], None))  # nothing held out
     with pytest.raises(ConfigError, match="augmenter.check_every: needs held-out real examples"):
         setup(tiny("learn2synth", "augmenter.check_every=2"))

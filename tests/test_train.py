@@ -117,13 +117,13 @@ def test_unwritable_output_is_refused_before_training(tmp_path):
 
 
 def test_phantom_real_contrast_is_a_fixed_intensity_per_label():
-    from learn2synth.sources import phantom_data
+    from learn2synth.sources import phantom_real
     from learn2synth.synth import Synthesizer
 
     contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     config = tiny("learn2synth", "data.phantom_real.sigma=0", "data.phantom_real.bias=[]",
                   f"data.phantom_real.contrast={contrast}")
-    _, real, test = phantom_data(config, Synthesizer(config.synth))
+    real, test = phantom_real(config, Synthesizer(config.synth))
     for image, label in [*zip(real.images, real.labels, strict=True), *zip(test.images, test.labels, strict=True)]:
         assert torch.equal(image, torch.tensor(contrast)[label])  # hand lookup: no noise, no bias, no rescaling
 
@@ -147,13 +147,13 @@ def test_augmenter_betas_reach_the_optimizer():
 
 
 def test_phantom_real_sigma_range_draws_one_sigma_per_image():
-    from learn2synth.sources import phantom_data
+    from learn2synth.sources import phantom_real
     from learn2synth.synth import Synthesizer
 
     contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     config = tiny("learn2synth", "data.phantom_real.sigma_range=[0.05,0.2]", "data.phantom_real.bias=[]",
                   f"data.phantom_real.contrast={contrast}", "data.phantom_real.test_count=12", "data.shape=[64,64]")
-    _, _, test = phantom_data(config, Synthesizer(config.synth))
+    _, test = phantom_real(config, Synthesizer(config.synth))
     sigmas = torch.stack([(x - torch.tensor(contrast)[y]).std() for x, y in zip(test.images, test.labels,
                                                                                  strict=True)])
     assert 0.04 < sigmas.min() < sigmas.max() < 0.21 and sigmas.max() - sigmas.min() > 0.03

@@ -1,7 +1,8 @@
 """Where a run's data come from: the label maps, the real examples and the synthesizer, built from the config.
 
-``load_data(config)`` gives a :class:`TrainingData`. Each source is read on its own (a function per source),
-and the synthesizer is built once, after the label mapping is settled.
+``load_data(config)`` gives a :class:`TrainingData`. Each source is read on its own, by one function that returns
+its pool (:func:`label_pool`, :func:`real_pools`; phantoms of each draw from their own random stream), and the
+synthesizer is built once, after the label mapping is settled (:func:`synthesis_config`).
 """
 
 from __future__ import annotations
@@ -32,25 +33,10 @@ class TrainingData:
 def load_data(config, info: DistInfo | None = None, device: torch.device | str = "cpu") -> TrainingData:
     """Every source of ``config.data``; under torch.distributed (``info``) each rank keeps its own shard of the
     label maps and of the real training examples."""
-    d = config.data
     info = info or DistInfo()
-    synth = Synthesizer(config.synth, device=device)
-    if d.labels == "phantom" or d.real == "phantom":
-        labels, real, val = phantom_data(config, synth)
-    if d.labels is None:
-        labels = LabelPool([])
-    elif d.labels != "phantom":
-        labels = load_label_pool(d.labels, d.spatial_dims, d.slice_axis, progress=info.is_main)
-        if d.label_mapping and config.synth.labels.generation_labels is None:
-            from .io import load_label_mapping
-
-            synth = Synthesizer(_with_mapping(config, labels, load_label_mapping(d.label_mapping)), device=device)
-    if d.real not in (None, "phantom"):
-        pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, real_mapping(config),
-                              n_classes=d.n_classes, colour=d.colour)
-        real, val = pool.split_by_subject(d.val_fraction, config.seed)
-    elif d.real is None:
-        real, val = None, None
+    labels = label_pool(config, progress=info.is_main)
+    synth = Synthesizer(synthesis_config(config, labels), device=device)
+    real, val = real_pools(config, synth)
     if info.active:
         labels = LabelPool(_shard(labels.maps, info))
         if real is not None and len(real) >= info.world_size:
@@ -62,13 +48,37 @@ def _shard(items: list, info: DistInfo) -> list:
     return items[info.rank :: info.world_size] if len(items) >= info.world_size else items
 
 
-def phantom_data(config, synth: Synthesizer) -> tuple[LabelPool, RealPool, RealPool]:
-    """Label maps, and 'real' train/test images made from held-out phantoms with the hidden corruption."""
+def label_pool(config, progress: bool = False) -> LabelPool:
+    """The label maps of ``data.labels``: procedural phantoms (their own random stream), files, or none."""
+    d = config.data
+    if d.labels is None:
+        return LabelPool([])
+    if d.labels == "phantom":
+        g = torch.Generator().manual_seed(derive_seed(config.seed, "phantoms"))
+        return LabelPool(list(phantom_labels(d.phantom_count, d.shape, d.n_classes, generator=g)))
+    return load_label_pool(d.labels, d.spatial_dims, d.slice_axis, progress=progress)
+
+
+def real_pools(config, synth: Synthesizer) -> tuple[RealPool | None, RealPool | None]:
+    """(training, held-out) real examples of ``data.real``: phantoms (:func:`phantom_real`), a manifest or folder
+    split by subject, or (None, None)."""
+    d = config.data
+    if d.real is None:
+        return None, None
+    if d.real == "phantom":
+        return phantom_real(config, synth)
+    pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, real_mapping(config),
+                          n_classes=d.n_classes, colour=d.colour)
+    return pool.split_by_subject(d.val_fraction, config.seed)
+
+
+def phantom_real(config, synth: Synthesizer) -> tuple[RealPool, RealPool]:
+    """'Real' train/test images: phantoms of their own random stream (so never the training label maps),
+    rendered by ``synth`` or in a fixed contrast, with the hidden corruption (``data.phantom_real``)."""
     from .augment.parametric import ParametricAugmenter
 
     d, pr = config.data, config.data.phantom_real
-    g = torch.Generator().manual_seed(derive_seed(config.seed, "phantoms"))
-    maps = phantom_labels(d.phantom_count, d.shape, d.n_classes, generator=g)
+    g = torch.Generator().manual_seed(derive_seed(config.seed, "phantom_real"))
     held_out = phantom_labels(pr.train_count + pr.test_count, d.shape, d.n_classes, generator=g)
     noise = "range" if pr.sigma_range else "sigma" if pr.sigma > 0 else None
     hidden = ParametricAugmenter(noise=noise, noise_init=pr.sigma_range or max(pr.sigma, 1e-6),
@@ -78,12 +88,19 @@ def phantom_data(config, synth: Synthesizer) -> tuple[LabelPool, RealPool, RealP
         images = hidden(clean, g)
     pool = RealPool(list(images), list(held_out), [f"phantom{i}" for i in range(len(images))])
     n = pr.train_count
-    return LabelPool(list(maps)), pool.subset(range(n)), pool.subset(range(n, n + pr.test_count))
+    return pool.subset(range(n)), pool.subset(range(n, n + pr.test_count))
 
 
-def _with_mapping(config, labels: LabelPool, mapping):
-    """Synthesis config whose targets follow ``mapping`` and whose intensity classes follow its groups (each
-    label value not in a group draws its own intensity)."""
+def synthesis_config(config, labels: LabelPool):
+    """``config.synth``, with label tables from ``data.label_mapping`` when label maps are files, a mapping is
+    given and the synthesis has no tables of its own: targets follow the mapping, intensity classes its groups
+    (each label value not in a group draws its own intensity)."""
+    d = config.data
+    if d.labels in (None, "phantom") or not d.label_mapping or config.synth.labels.generation_labels is not None:
+        return config.synth
+    from .io import load_label_mapping
+
+    mapping = load_label_mapping(d.label_mapping)
     synth_cfg = copy.deepcopy(config.synth)
     for key, value in mapping.synthesis_labels(labels.values()).items():
         setattr(synth_cfg.labels, key, value)
