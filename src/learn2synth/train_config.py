@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import apply_overrides, from_dict, load_yaml, to_dict
+from .config import from_dict, layered, merge, preset
 from .errors import ConfigError
 from .methods import METHODS, method_class
 from .synth.pipeline import SynthConfig
-from .synth.presets import PRESETS, _merge
+from .synth.presets import PRESETS
 
 MethodName = Literal[tuple(METHODS)]  # the registered methods' names
 POSITIVE = {"range": (0, None), "open": "low"}
@@ -188,8 +188,7 @@ class TrainConfig:
     max_skipped: int = field(default=20, metadata={"range": (1, None)})  # consecutive non-finite updates allowed
 
     def validate(self):
-        if self.synth_preset not in PRESETS:
-            raise ConfigError("synth_preset", f"unknown preset {self.synth_preset!r}; one of {', '.join(PRESETS)}")
+        preset(PRESETS, self.synth_preset, "synth_preset")  # refuses an unknown name
         method = method_class(self.method)
         if method.uses_real and self.data.real is None:
             raise ConfigError("data.real", f"method {self.method!r} needs real labeled data")
@@ -199,13 +198,10 @@ class TrainConfig:
 
 def load_train_config(path=None, sets=(), base: dict | None = None) -> TrainConfig:
     """Defaults < synth preset < ``base`` < YAML file < ``sets``; every mistake names its key or file."""
-    data = _merge(base or {}, load_yaml(path) or {}) if path is not None else dict(base or {})
-    data = apply_overrides(data, list(sets))
+    data = layered(path, list(sets), base)
     name = data.get("method", TrainConfig.method)
     if name in METHODS and not method_class(name).synthesizes and "labels" not in (data.get("data") or {}):
-        data = _merge(data, {"data": {"labels": None}})  # a method that synthesizes nothing needs no label maps
-    preset = data.get("synth_preset", TrainConfig.synth_preset)
-    if preset not in PRESETS:
-        raise ConfigError("synth_preset", f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
-    synth = _merge(_merge(to_dict(SynthConfig()), PRESETS[preset]), data.get("synth") or {})
+        data = merge(data, {"data": {"labels": None}})  # a method that synthesizes nothing needs no label maps
+    synth = merge(preset(PRESETS, data.get("synth_preset", TrainConfig.synth_preset), "synth_preset"),
+                  data.get("synth") or {})
     return from_dict(TrainConfig, {**data, "synth": synth})
