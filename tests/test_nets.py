@@ -102,10 +102,3 @@ def test_bad_arguments(kw, key):
         build_segmenter(**args)
     assert info.value.key == key
 
-
-def test_docstring_examples():
-    import doctest
-
-    import learn2synth.nets as nets
-
-    assert doctest.testmod(nets, raise_on_error=True).attempted > 0
