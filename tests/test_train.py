@@ -37,11 +37,17 @@ def test_every_method_trains_from_its_config(tmp_path, name):
     assert (tmp_path / "metrics.csv").read_text().count("\n") >= 4
 
 
+def initial_raw_sigma(config) -> float:
+    from learn2synth.augment import build_augmenter
+
+    return float(build_augmenter(config).raw_sigma)
+
+
 def test_learn2synth_3d_and_fd_mode(tmp_path):
     config = tiny("learn2synth", "meta.mode=fd", "data.n_classes=5", shape=(16, 16, 16))
     train(config, tmp_path, progress=False, tensorboard=False)
-    aug = params_of(tmp_path)["augmenter"]
-    assert aug["raw_sigma"] != torch.tensor(-4.60016)  # the augmenter moved (softplus^-1(0.01) at init)
+    moved = float(params_of(tmp_path)["augmenter"]["raw_sigma"]) - initial_raw_sigma(config)
+    assert abs(moved) > 0.01  # the augmenter learned: 4 Adam steps of lr 0.02 on its raw sigma
 
 
 @pytest.mark.parametrize("name", ["learn2synth", "finetune", "learn2synth_meta_every_2"])
@@ -174,8 +180,8 @@ def test_debiased_learn2synth_trains_and_learns_differently(tmp_path, mode):
     for debias in (False, True):
         config = tiny("learn2synth", f"meta.mode={mode}", f"meta.debias={str(debias).lower()}")
         train(config, tmp_path / str(debias), progress=False, tensorboard=False)
-        runs[debias] = params_of(tmp_path / str(debias))["augmenter"]["raw_sigma"]
-    assert runs[True] != torch.tensor(-4.60016) and runs[True] != runs[False]
+        runs[debias] = float(params_of(tmp_path / str(debias))["augmenter"]["raw_sigma"])
+    assert abs(runs[True] - initial_raw_sigma(config)) > 0.01 and runs[True] != runs[False]
 
 
 def test_rows_logged_between_meta_steps_show_the_last_real_loss(tmp_path):
