@@ -40,7 +40,7 @@ def test_every_method_trains_from_its_config(tmp_path, name):
 def initial_raw_sigma(config) -> float:
     from learn2synth.augment import build_augmenter
 
-    return float(build_augmenter(config).raw_sigma)
+    return float(build_augmenter(config).raw_sigma.detach())
 
 
 def test_learn2synth_3d_and_fd_mode(tmp_path):
