@@ -29,7 +29,7 @@ Measurements:
 - breakdown: phases of the exact and fd meta-steps (forward/backward passes, second-order backward) timed
   separately, and the autograd nodes of the second-order backward from ``torch.profiler`` -- what bounds the
   ratios.
-- trainer: end-to-end seconds per step of every method (``METHODS[name](run, step)`` after
+- trainer: end-to-end seconds per step of every method (``run.step(step)`` after
   ``learn2synth.train.setup``; synthesis, augmentation and data drawing included), interleaved.
 
 Usage::
@@ -305,7 +305,7 @@ def second_order_profile(problem: Problem, opt_name: str) -> list[tuple[str, flo
 
 
 def trainer_steps(shape, batch: int, channels, reps: int, warmup: int, threads: int = THREADS) -> dict:
-    """Median seconds per step of each training method, end to end (``METHODS[name](run, step)``).
+    """Median seconds per step of each training method, end to end (``run.step(step)``).
 
     ``setup`` seeds the global RNGs and sets the thread count: both are restored on return.
     """
@@ -330,7 +330,7 @@ def _trainer_steps(METHODS, setup, shape, batch, channels, reps, warmup, threads
                                           "data.phantom_count=16", "data.phantom_real.train_count=8",
                                           "data.phantom_real.test_count=2", f"steps={steps}"])
         run, _ = setup(config)
-        runs[name] = (run, METHODS[config.method])
+        runs[name] = (run, type(run).step)
     counters = dict.fromkeys(runs, 0)
 
     def advance(name):

@@ -43,22 +43,22 @@ def model_specs(args) -> list[recovery.RunSpec]:
 
 def held_out_pool(sets: list[str], sigma: float):
     """The held-out 'real' test images of a run's config, with hidden noise ``sigma`` and no bias field."""
+    from learn2synth.sources import phantom_real
     from learn2synth.synth import Synthesizer
-    from learn2synth.train import phantom_data
     from learn2synth.train_config import load_train_config
 
     config = load_train_config(None, [*sets, *recovery.hidden_sigma(sigma)])
-    return phantom_data(config, Synthesizer(config.synth))[2]
+    return phantom_real(config, Synthesizer(config.synth))[1]
 
 
 def dice_row(spec: recovery.RunSpec, pools: dict) -> dict[float, float]:
     """Mean Dice of a run's final segmenter on each test pool (sigma -> Dice)."""
     from learn2synth.checkpoint import latest_checkpoint
-    from learn2synth.train import evaluate, restore, setup
+    from learn2synth.train import restore, setup
 
     run, _ = setup(recovery.load_config(spec))
     restore(run, latest_checkpoint(spec.folder))
-    return {sigma: evaluate(run, pool)["dice_mean"] for sigma, pool in pools.items()}
+    return {sigma: run.evaluate(pool)["dice_mean"] for sigma, pool in pools.items()}
 
 
 def row_name(run: dict) -> str:

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from learn2synth.errors import ConfigError
-from learn2synth.methods import METHODS
 from learn2synth.methods.guard import AugmenterGuard
 from learn2synth.train import setup, train
 from test_train import params_of, tiny
@@ -18,7 +17,7 @@ def test_forced_worsening_reverts_theta_exactly(monkeypatch, kind):
     scores = iter([0.5, 0.2, 0.2])
     monkeypatch.setattr(AugmenterGuard, "score", lambda self, run: next(scores))
     run, _ = setup(tiny("learn2synth", f"augmenter.kind={kind}", "augmenter.check_every=2"))
-    step = METHODS["learn2synth"]
+    step = type(run).step
     logged = [step(run, s) for s in range(2)][-1]
     assert logged["aug_reverted"] == 0
     saved = copy.deepcopy(run.augmenter.state_dict()), copy.deepcopy(run.aug_opt.state_dict())
@@ -55,9 +54,9 @@ def test_resume_with_the_guard_is_exact(tmp_path, monkeypatch):
 
 
 def test_guard_needs_held_out_real_examples(monkeypatch):
-    import learn2synth.train as training
+    import learn2synth.sources as sources
 
-    phantom_data = training.phantom_data
-    monkeypatch.setattr(training, "phantom_data", lambda *a: (*phantom_data(*a)[:2], None))  # nothing held out
+    phantom_real = sources.phantom_real
+    monkeypatch.setattr(sources, "phantom_real", lambda *a: (phantom_real(*a)[0], None))  # nothing held out
     with pytest.raises(ConfigError, match="augmenter.check_every: needs held-out real examples"):
         setup(tiny("learn2synth", "augmenter.check_every=2"))

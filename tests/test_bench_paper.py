@@ -145,18 +145,18 @@ def test_crossnoise_reuses_the_recovery_run_and_fills_the_matrix(recovered, caps
 
 
 def _real_pools(sets: list[str], sigma: float) -> tuple:
-    """(train, test) 'real' pools of phantom_data with hidden noise ``sigma``, as (images, labels) tensors."""
+    """(train, test) 'real' pools of phantom_real with hidden noise ``sigma``, as (images, labels) tensors."""
+    from learn2synth.sources import phantom_real
     from learn2synth.synth import Synthesizer
-    from learn2synth.train import phantom_data
     from learn2synth.train_config import load_train_config
 
     config = load_train_config(None, [*sets, *recovery.hidden_sigma(sigma)])
-    pools = phantom_data(config, Synthesizer(config.synth))[1:]
+    pools = phantom_real(config, Synthesizer(config.synth))
     return tuple((torch.stack(p.images), torch.stack(p.labels)) for p in pools)
 
 
 def test_clean_held_out_images_do_not_depend_on_the_hidden_sigma():
-    """phantom_data draws the noise last: per seed, the same labels and clean images at every sigma, and the
+    """phantom_real draws the noise last: per seed, the same labels and clean images at every sigma, and the
     same unit noise scaled by sigma; another seed gives other phantoms. The cross-noise test pool is the second."""
     sets = [*recovery.base_sets(True), "data.phantom_count=4", "data.phantom_real.test_count=4", "seed=0"]
     clean = _real_pools(sets, 0.0)

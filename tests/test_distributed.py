@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from learn2synth.methods import METHODS
 from learn2synth.train import setup
 from learn2synth.train_config import load_train_config
 
@@ -42,7 +41,7 @@ def train_on(run, batches, part):
         run.synth_batch = lambda n=None, x=x, y=y: (x[part], y[part])
         run.real_batch = lambda n=None, augment=False, xr=xr, yr=yr: (xr[part], yr[part])
         run.augmenter.sample = lambda x_, g, d=draws: take(d, part)
-        METHODS["learn2synth"](run, step)
+        run.step(step)
     return {"params": run.params, "augmenter": run.augmenter.state_dict()}
 
 

@@ -41,8 +41,11 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     subprocess.run(command(tmp_path / "full"), check=True, env=env, capture_output=True)
     proc = subprocess.Popen(command(tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # kill at a random step (not by wall time: on an idle machine the whole run takes under a second), a few
-    # milliseconds after that step's checkpoint appeared, so the kill may land inside the next write
-    rng = random.Random()
+    # milliseconds after that step's checkpoint appeared, so the kill may land inside the next write; the seed is
+    # printed (shown when the test fails) so a failing choice can be replayed with KILL_SEED=<seed>
+    seed = int(os.environ.get("KILL_SEED", random.SystemRandom().randrange(2**32)))
+    print(f"kill/resume seed {seed} (rerun with KILL_SEED={seed})")
+    rng = random.Random(seed)
     target, deadline = rng.randint(2, STEPS - 10), time.time() + 120
     while _newest_step(tmp_path / "cut") < target and time.time() < deadline and proc.poll() is None:
         time.sleep(0.002)

@@ -146,7 +146,8 @@ def test_checkpoint_round_trip_of_the_augmenter_state(tmp_path):
 
 
 def test_training_writes_the_table_and_figure_of_the_learned_priors(tmp_path, capsys):
-    from learn2synth.report_priors import priors_table, report_run
+    from learn2synth.report_demo import report_run
+    from learn2synth.report_priors import priors_table
     from learn2synth.train import train
     from test_train import tiny
 

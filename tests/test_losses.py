@@ -1,4 +1,3 @@
-import doctest
 import math
 
 import pytest
@@ -152,6 +151,3 @@ def test_bad_shapes():
     with pytest.raises(ValueError, match="integer class indices"):
         cross_entropy_loss(logits, target.double())
 
-
-def test_docstring_examples():
-    assert doctest.testmod(losses, raise_on_error=True).attempted > 0

@@ -8,15 +8,6 @@ from learn2synth.nets import build_segmenter
 SHAPES = {2: (2, 1, 12, 12), 3: (1, 1, 8, 8, 8)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _net(dims, **kw):
     torch.manual_seed(0)
     return build_segmenter(dims, 1, 3, channels=(4, 8), **kw).double()
@@ -102,10 +93,3 @@ def test_bad_arguments(kw, key):
         build_segmenter(**args)
     assert info.value.key == key
 
-
-def test_docstring_examples():
-    import doctest
-
-    import learn2synth.nets as nets
-
-    assert doctest.testmod(nets, raise_on_error=True).attempted > 0

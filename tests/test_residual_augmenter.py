@@ -1,22 +1,10 @@
-import doctest
-
 import pytest
 import torch
 
-import learn2synth.augment.residual as residual_mod
 from learn2synth.augment.residual import ResidualAugmenter
 from learn2synth.errors import ConfigError
 
 SHAPES = {2: (2, 1, 12, 12), 3: (1, 1, 8, 8, 8)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _augmenter(dims, in_channels=1):
@@ -91,6 +79,3 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="spatial"):
         aug(torch.rand(1, 1, 8, 8, 8), torch.Generator())
 
-
-def test_docstring_examples():
-    assert doctest.testmod(residual_mod, raise_on_error=True).attempted > 0

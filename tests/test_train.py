@@ -37,11 +37,17 @@ def test_every_method_trains_from_its_config(tmp_path, name):
     assert (tmp_path / "metrics.csv").read_text().count("\n") >= 4
 
 
+def initial_raw_sigma(config) -> float:
+    from learn2synth.augment import build_augmenter
+
+    return float(build_augmenter(config).raw_sigma.detach())
+
+
 def test_learn2synth_3d_and_fd_mode(tmp_path):
     config = tiny("learn2synth", "meta.mode=fd", "data.n_classes=5", shape=(16, 16, 16))
     train(config, tmp_path, progress=False, tensorboard=False)
-    aug = params_of(tmp_path)["augmenter"]
-    assert aug["raw_sigma"] != torch.tensor(-4.60016)  # the augmenter moved (softplus^-1(0.01) at init)
+    moved = float(params_of(tmp_path)["augmenter"]["raw_sigma"]) - initial_raw_sigma(config)
+    assert abs(moved) > 0.01  # the augmenter learned: 4 Adam steps of lr 0.02 on its raw sigma
 
 
 @pytest.mark.parametrize("name", ["learn2synth", "finetune", "learn2synth_meta_every_2"])
@@ -92,9 +98,7 @@ def test_non_finite_real_loss_skips_both_updates(tmp_path):
     run.real.images = [torch.full_like(x, float("nan")) for x in run.real.images]
     params = {k: v.clone() for k, v in run.params.items()}
     aug = {k: v.clone() for k, v in run.augmenter.state_dict().items()}
-    from learn2synth.methods import METHODS
-
-    METHODS["learn2synth"](run, 0)
+    run.step(0)
     assert run.skipped == 1
     assert all(torch.equal(params[k], run.params[k]) for k in params)
     assert all(torch.equal(aug[k], v) for k, v in run.augmenter.state_dict().items())
@@ -119,13 +123,13 @@ def test_unwritable_output_is_refused_before_training(tmp_path):
 
 
 def test_phantom_real_contrast_is_a_fixed_intensity_per_label():
+    from learn2synth.sources import phantom_real
     from learn2synth.synth import Synthesizer
-    from learn2synth.train import phantom_data
 
     contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     config = tiny("learn2synth", "data.phantom_real.sigma=0", "data.phantom_real.bias=[]",
                   f"data.phantom_real.contrast={contrast}")
-    _, real, test = phantom_data(config, Synthesizer(config.synth))
+    real, test = phantom_real(config, Synthesizer(config.synth))
     for image, label in [*zip(real.images, real.labels, strict=True), *zip(test.images, test.labels, strict=True)]:
         assert torch.equal(image, torch.tensor(contrast)[label])  # hand lookup: no noise, no bias, no rescaling
 
@@ -149,13 +153,13 @@ def test_augmenter_betas_reach_the_optimizer():
 
 
 def test_phantom_real_sigma_range_draws_one_sigma_per_image():
+    from learn2synth.sources import phantom_real
     from learn2synth.synth import Synthesizer
-    from learn2synth.train import phantom_data
 
     contrast = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     config = tiny("learn2synth", "data.phantom_real.sigma_range=[0.05,0.2]", "data.phantom_real.bias=[]",
                   f"data.phantom_real.contrast={contrast}", "data.phantom_real.test_count=12", "data.shape=[64,64]")
-    _, _, test = phantom_data(config, Synthesizer(config.synth))
+    _, test = phantom_real(config, Synthesizer(config.synth))
     sigmas = torch.stack([(x - torch.tensor(contrast)[y]).std() for x, y in zip(test.images, test.labels,
                                                                                  strict=True)])
     assert 0.04 < sigmas.min() < sigmas.max() < 0.21 and sigmas.max() - sigmas.min() > 0.03
@@ -176,8 +180,8 @@ def test_debiased_learn2synth_trains_and_learns_differently(tmp_path, mode):
     for debias in (False, True):
         config = tiny("learn2synth", f"meta.mode={mode}", f"meta.debias={str(debias).lower()}")
         train(config, tmp_path / str(debias), progress=False, tensorboard=False)
-        runs[debias] = params_of(tmp_path / str(debias))["augmenter"]["raw_sigma"]
-    assert runs[True] != torch.tensor(-4.60016) and runs[True] != runs[False]
+        runs[debias] = float(params_of(tmp_path / str(debias))["augmenter"]["raw_sigma"])
+    assert abs(runs[True] - initial_raw_sigma(config)) > 0.01 and runs[True] != runs[False]
 
 
 def test_rows_logged_between_meta_steps_show_the_last_real_loss(tmp_path):

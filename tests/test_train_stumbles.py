@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from learn2synth import train as train_module
 from learn2synth.checkpoint import latest_checkpoint, load_checkpoint
 from learn2synth.cli import main
+from learn2synth.methods.base import Method
 from learn2synth.train import setup, train
 from learn2synth.train_config import load_train_config
 
@@ -67,10 +67,10 @@ def test_a_checkpoint_is_written_by_wall_time_and_before_validation(tmp_path, mo
                                       "checkpoint_every=100000", "checkpoint_minutes=1e-9", "log_every=2",
                                       "val_every=6", "keep_checkpoints=10"])
 
-    def failing_validation(run, pool):
+    def failing_validation(method, pool):
         raise RuntimeError("validation broke")
 
-    monkeypatch.setattr(train_module, "evaluate", failing_validation)
+    monkeypatch.setattr(Method, "evaluate", failing_validation)
     with pytest.raises(RuntimeError, match="validation broke"):
         train(config, tmp_path / "run", progress=False, tensorboard=False)
     steps = sorted(load_checkpoint(p)["step"] for p in (tmp_path / "run").glob("step_*.pt"))

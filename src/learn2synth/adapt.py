@@ -15,7 +15,7 @@ import glob
 from pathlib import Path
 
 from .checkpoint import load_checkpoint, resolve_checkpoint
-from .config import _merge
+from .config import merge
 from .errors import InputError
 from .init_from import network_differences
 from .train_config import TrainConfig, load_train_config
@@ -39,7 +39,7 @@ def adapt_config(model: str | Path, real: str | Path, config: str | Path | None 
     data = stored.get("data") or {}
     base = {key: stored[key] for key in ("synth_preset", "synth", "net", "loss") if key in stored}
     base["data"] = {key: data[key] for key in CARRIED_DATA if key in data}
-    base = _merge(_merge(base, ADAPT_DEFAULTS), {"data": {"real": str(real)}, "init_from": str(path)})
+    base = merge(merge(base, ADAPT_DEFAULTS), {"data": {"real": str(real)}, "init_from": str(path)})
     result = load_train_config(config, sets, base=base)
     differences = network_differences(stored, result)
     if differences:

@@ -45,7 +45,9 @@ def _run_synth(args) -> int:
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a segmenter with one method (synthseg, real, mixed, finetune, learn2synth)",
+    from .methods import METHODS  # names only: no method module is imported
+
+    p = sub.add_parser("train", help=f"train a segmenter with one method ({', '.join(METHODS)})",
                        description="Train from a YAML config (see configs/). Writes checkpoints, metrics.csv and "
                                    "TensorBoard logs to --out; --resume continues from the newest checkpoint.")
     p.add_argument("--config", help="YAML config (e.g. configs/learn2synth.yaml); defaults apply without one")

@@ -12,9 +12,9 @@ declared next to the field, cross-field checks go in an optional ``validate(self
             if self.name == "sgd" and self.lr > 1:
                 raise ConfigError("lr", "must be <= 1 with sgd")  # key relative to this dataclass
 
-``load_config(Schema, "exp.yaml", ["optim.lr=1e-3"])`` merges dataclass defaults < ``base`` < the YAML file <
-the overrides, and every mistake becomes a ``ConfigError`` naming the dotted key
-(``optim.lrr: unknown key (did you mean 'lr'?)``) or an ``InputError`` naming the file and line.
+``load_config(Schema, "exp.yaml", ["optim.lr=1e-3"], base=preset(PRESETS, "mild"))`` merges dataclass defaults
+< ``base`` (e.g. a named preset) < the YAML file < the overrides, and every mistake becomes a ``ConfigError``
+naming the dotted key (``optim.lrr: unknown key (did you mean 'lr'?)``) or an ``InputError`` naming the file and line.
 
 Supported annotations: ``int`` (integral floats such as ``1e4`` accepted), ``float`` (ints accepted), ``bool``,
 ``str``, ``pathlib.Path``, ``Any``, ``Optional``/unions, ``Literal``, ``list[T]``, ``tuple[T, ...]``,
@@ -46,7 +46,7 @@ import yaml
 from learn2synth.errors import ConfigError, InputError
 
 __all__ = ["from_dict", "check_config", "to_dict", "load_yaml", "dump_yaml", "parse_override", "apply_overrides",
-           "load_config"]
+           "merge", "preset", "layered", "load_config"]
 
 T = TypeVar("T")
 _BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
@@ -254,7 +254,7 @@ def apply_overrides(data: Mapping, overrides: Iterable[str]) -> dict:
     Missing sections are created; a mapping value is merged into an existing mapping, anything else replaces
     the old value. Unknown keys are left for ``from_dict`` to report.
     """
-    result = _merge({}, data)
+    result = merge({}, data)
     for text in overrides:
         key, value = parse_override(text)
         *parents, last = key.split(".")
@@ -268,8 +268,24 @@ def apply_overrides(data: Mapping, overrides: Iterable[str]) -> dict:
                                   f"is {_show(child)}, not a section, so {key} cannot be set")
             node = child
         old = node.get(last)
-        node[last] = _merge(old, value) if isinstance(old, dict) and isinstance(value, Mapping) else value
+        node[last] = merge(old, value) if isinstance(old, dict) and isinstance(value, Mapping) else value
     return result
+
+
+def preset(presets: Mapping[str, Mapping], name: str, key: str = "preset") -> dict:
+    """A copy of ``presets[name]``, the plain data a named preset sets (the ``base`` of :func:`load_config`);
+    an unknown name is a ``ConfigError`` naming ``key`` and the choices."""
+    if name not in presets:
+        raise ConfigError(key, f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+    return merge({}, presets[name])
+
+
+def layered(path: str | os.PathLike | None = None, overrides: Iterable[str] = (), base: Mapping | None = None) -> dict:
+    """Plain data of ``base`` (e.g. a :func:`preset`) < the YAML file ``path`` < ``overrides`` ("a.b=value")."""
+    data = merge({}, base or {})
+    if path is not None:
+        data = merge(data, load_yaml(path))
+    return apply_overrides(data, overrides)
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
@@ -287,10 +303,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     base : Mapping, optional
         Plain data below the file, e.g. a preset.
     """
-    data = _merge({}, base or {})
-    if path is not None:
-        data = _merge(data, load_yaml(path))
-    return from_dict(cls, apply_overrides(data, overrides))
+    return from_dict(cls, layered(path, overrides, base))
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:
@@ -307,7 +320,7 @@ def _build(cls: type[T], data: Any, where: str) -> T:
         if name in data:
             value, default = data[name], _default(field)
             if _is_instance(default) and isinstance(value, Mapping):
-                value = _merge(to_dict(default), value)  # a partial section keeps the field's own default
+                value = merge(to_dict(default), value)  # a partial section keeps the field's own default
             kwargs[name] = _coerce(hints[name], value, key)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(key, "required key is missing")
@@ -444,14 +457,18 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot convert {type(value).__name__} to a plain configuration value")
 
 
-def _merge(base: Mapping, update: Mapping) -> dict:
-    """Deep merge into new plain dicts: mappings merge key by key, anything else in ``update`` replaces."""
-    merged = {key: _merge({}, value) if isinstance(value, Mapping) else copy.deepcopy(value)
+def merge(base: Mapping, update: Mapping) -> dict:
+    """Deep merge into new plain dicts: mappings merge key by key, anything else in ``update`` replaces.
+
+    >>> merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"c": 3}, "d": [2]})
+    {'a': {'b': 1, 'c': 3}, 'd': [2]}
+    """
+    merged = {key: merge({}, value) if isinstance(value, Mapping) else copy.deepcopy(value)
               for key, value in base.items()}
     for key, value in update.items():
         old = merged.get(key)
         if isinstance(value, Mapping):
-            merged[key] = _merge(old if isinstance(old, dict) else {}, value)
+            merged[key] = merge(old if isinstance(old, dict) else {}, value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged

@@ -1,6 +1,6 @@
 """Segment images with a trained model: 2D slice by slice, 3D by sliding window, normalized as in training.
 
-A model is a checkpoint written by :func:`learn2synth.train.save`; its config says how the network was built,
+A model is a checkpoint written by training (:func:`learn2synth.train.save`); its config says how the network was built,
 which normalization the training images had (``synth.normalize``, per example), the axis 2D models were trained
 on (``data.slice_axis``), the 3D training patch size (``data.shape``) and the label mapping, if any.
 
@@ -92,7 +92,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
     """
     from .checkpoint import load_checkpoint, resolve_checkpoint
     from .config import from_dict
-    from .train import build_net
+    from .nets import build_net
     from .train_config import TrainConfig
 
     path = resolve_checkpoint(path)

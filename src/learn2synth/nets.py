@@ -117,6 +117,15 @@ def build_segmenter(
     )
 
 
+def build_net(config) -> nn.Module:
+    """The segmenter a training config describes (``config.data``, ``config.net``); training and inference build
+    it the same way."""
+    d, n = config.data, config.net
+    return build_segmenter(d.spatial_dims, 1, d.n_classes, channels=tuple(n.channels),
+                           strides=None if n.strides is None else tuple(n.strides), num_res_units=n.num_res_units,
+                           norm=n.norm, dropout=n.dropout, act=n.act)
+
+
 def total_stride(channels: Sequence[int], strides: Sequence[int] | None) -> int:
     """The network's total down-sampling factor: input sizes must be multiples of it."""
     return math.prod(strides) if strides is not None else 2 ** (len(channels) - 1)

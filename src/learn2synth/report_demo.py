@@ -1,4 +1,5 @@
-"""Figures of the demo: learned parameters over steps, loss curves, and a gallery with predictions."""
+"""Reports that rebuild finished runs from their checkpoints: the demo's figures (learned parameters over steps,
+loss curves, a gallery with predictions) and the learned synthesis priors of a run (:func:`report_run`)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,21 @@ def demo_figures(folder: Path, l2s_cfg, base_cfg, hidden: dict) -> dict[str, Pat
         "real (held out)": real,
     }, labels=None, predictions={"real labels": real_labels, **predictions})
     return figures
+
+
+def report_run(run_folder: str | Path) -> list[dict]:
+    """Rebuild a finished run from its newest checkpoint, write its report, print and return the table."""
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .config import from_dict
+    from .report_priors import format_table, priors_table, write_priors_report
+    from .train import restore, setup
+    from .train_config import TrainConfig
+
+    path = resolve_checkpoint(run_folder)
+    config = from_dict(TrainConfig, load_checkpoint(path)["config"])
+    run, _ = setup(config, init=False)
+    restore(run, path)
+    write_priors_report(run, Path(run_folder))
+    rows = priors_table(run_folder)
+    print(format_table(rows), end="")
+    return rows

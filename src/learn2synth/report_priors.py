@@ -5,7 +5,7 @@
 the intensity histogram of the real training images beside that of images synthesized with the learned priors
 (both after the training's normalization, so they are comparable; the GMM ranges themselves are in the
 synthesis's units before its min-max normalization). Training writes both (``learned_priors.md``/``.png``) into
-the run folder when it ends.
+the run folder when it ends; :func:`learn2synth.report_demo.report_run` writes them for a finished run.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def _collect(out: dict, image: torch.Tensor, label: torch.Tensor) -> None:
 
 
 def plot_priors(run, path: str | Path) -> Path:
-    """Per-class histograms, real beside synthesized with the learned priors, for a Run; written to ``path``."""
+    """Per-class histograms, real beside synthesized with the learned priors, for a learn2synth method (its
+    ``augmenter`` and data); written to ``path``."""
     from .report import _pyplot, _save
 
     real, synth = class_intensities(run)
@@ -101,19 +102,3 @@ def write_priors_report(run, out: str | Path) -> None:
         Path(tmp).write_text(text)
     if run.real is not None and len(run.real):
         plot_priors(run, out / "learned_priors.png")
-
-
-def report_run(run_folder: str | Path) -> list[dict]:
-    """Rebuild a finished run from its newest checkpoint, write its report, print and return the table."""
-    from .config import from_dict
-    from .train import restore, setup
-    from .train_config import TrainConfig
-
-    path = resolve_checkpoint(run_folder)
-    config = from_dict(TrainConfig, load_checkpoint(path)["config"])
-    run, _ = setup(config, init=False)
-    restore(run, path)
-    write_priors_report(run, Path(run_folder))
-    rows = priors_table(run_folder)
-    print(format_table(rows), end="")
-    return rows

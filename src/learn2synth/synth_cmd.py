@@ -66,17 +66,18 @@ def _synthesis_settings(args):
     (overriding the preset) or a training config (its ``synth_preset`` and ``synth`` section, and its
     ``data.label_mapping`` for the label maps, e.g. ``configs/brain_synthseg.yaml``); ``--set`` keys are
     synthesis keys either way."""
-    from .config import load_yaml, to_dict
-    from .synth.presets import synth_config
+    from .config import load_config, load_yaml, preset, to_dict
+    from .synth import SynthConfig
+    from .synth.presets import PRESETS
 
     raw = load_yaml(args.config) if args.config else {}
     if not ({"synth", "synth_preset", "data", "method"} & set(raw or {})):
-        return synth_config(args.preset, yaml_path=args.config, sets=args.set), None
+        return load_config(SynthConfig, args.config, args.set, base=preset(PRESETS, args.preset)), None
     from .io import load_label_mapping
     from .train_config import load_train_config
 
     train_config = load_train_config(args.config)
-    synth = synth_config(train_config.synth_preset, overrides=to_dict(train_config.synth), sets=args.set)
+    synth = load_config(SynthConfig, None, args.set, base=to_dict(train_config.synth))
     path = train_config.data.label_mapping
     return synth, (load_label_mapping(path) if path and args.labels else None)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import apply_overrides, from_dict, load_yaml, to_dict
+from .config import from_dict, layered, merge, preset
 from .errors import ConfigError
+from .methods import METHODS, method_class
 from .synth.pipeline import SynthConfig
-from .synth.presets import PRESETS, _merge
+from .synth.presets import PRESETS
 
+MethodName = Literal[tuple(METHODS)]  # the registered methods' names
 POSITIVE = {"range": (0, None), "open": "low"}
 NON_NEGATIVE = {"range": (0, None)}
 FRACTION = {"range": (0, 1)}
@@ -157,7 +159,7 @@ class MetaConfig:
 
 @dataclass
 class TrainConfig:
-    method: Literal["synthseg", "real", "mixed", "finetune", "learn2synth"] = "learn2synth"
+    method: MethodName = "learn2synth"
     seed: int = 0
     steps: int = field(default=1000, metadata={"range": (1, None)})
     batch_size: int = field(default=8, metadata={"range": (1, None)})
@@ -186,22 +188,20 @@ class TrainConfig:
     max_skipped: int = field(default=20, metadata={"range": (1, None)})  # consecutive non-finite updates allowed
 
     def validate(self):
-        if self.synth_preset not in PRESETS:
-            raise ConfigError("synth_preset", f"unknown preset {self.synth_preset!r}; one of {', '.join(PRESETS)}")
-        if self.method in ("real", "mixed", "finetune", "learn2synth") and self.data.real is None:
+        preset(PRESETS, self.synth_preset, "synth_preset")  # refuses an unknown name
+        method = method_class(self.method)
+        if method.uses_real and self.data.real is None:
             raise ConfigError("data.real", f"method {self.method!r} needs real labeled data")
-        if self.method != "real" and self.data.labels is None:
+        if method.synthesizes and self.data.labels is None:
             raise ConfigError("data.labels", f"method {self.method!r} synthesizes images: it needs label maps")
 
 
 def load_train_config(path=None, sets=(), base: dict | None = None) -> TrainConfig:
     """Defaults < synth preset < ``base`` < YAML file < ``sets``; every mistake names its key or file."""
-    data = _merge(base or {}, load_yaml(path) or {}) if path is not None else dict(base or {})
-    data = apply_overrides(data, list(sets))
-    if data.get("method") == "real" and "labels" not in (data.get("data") or {}):
-        data = _merge(data, {"data": {"labels": None}})  # real-only training synthesizes nothing
-    preset = data.get("synth_preset", TrainConfig.synth_preset)
-    if preset not in PRESETS:
-        raise ConfigError("synth_preset", f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
-    synth = _merge(_merge(to_dict(SynthConfig()), PRESETS[preset]), data.get("synth") or {})
+    data = layered(path, list(sets), base)
+    name = data.get("method", TrainConfig.method)
+    if name in METHODS and not method_class(name).synthesizes and "labels" not in (data.get("data") or {}):
+        data = merge(data, {"data": {"labels": None}})  # a method that synthesizes nothing needs no label maps
+    synth = merge(preset(PRESETS, data.get("synth_preset", TrainConfig.synth_preset), "synth_preset"),
+                  data.get("synth") or {})
     return from_dict(TrainConfig, {**data, "synth": synth})

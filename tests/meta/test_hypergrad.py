@@ -20,15 +20,6 @@ OPTS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Problem:
     """A tiny segmenter, a synthetic batch with a toy augmentation image * softplus(a) + b * noise, real data.
 

@@ -1,4 +1,3 @@
-import doctest
 import io
 
 import pytest
@@ -208,6 +207,3 @@ def test_get_optimizer_and_errors():
         Adam(betas=(0.9, 1.0))
     assert info.value.key == "optim.betas"
 
-
-def test_docstring_examples():
-    assert doctest.testmod(optim_mod, raise_on_error=True).attempted > 0

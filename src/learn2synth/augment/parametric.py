@@ -10,6 +10,9 @@ Following Learn2Synth's parametric variant, in this order:
 - additive Gaussian noise with a learnable ``sigma`` (``noise="sigma"``) or a learnable range
   ``[lo, hi]`` from which each item draws its sigma (``noise="range"``).
 
+The effects are the synthesis's own (``apply_bias_field``, ``apply_gamma``, ``apply_noise``, ``blur`` of
+:mod:`learn2synth.synth`) at the learned values.
+
 Each learned value is kept positive by a softplus and is readable by name (:meth:`learned_values`). Random
 draws happen only in :meth:`sample` (explicit generator); :meth:`apply` is deterministic, so the same draw can
 be replayed, as the finite-difference meta-step needs.
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..synth._util import blur, draw_normal, per_item, resize
+from ..synth import apply_bias_field, apply_gamma, apply_noise, blur, draw_normal
 from ._bounds import cap_range_, cap_softplus_
 from ._bounds import inverse_softplus_float as _inverse_softplus
 
@@ -154,20 +157,18 @@ class ParametricAugmenter(nn.Module):
 
     def apply(self, x: torch.Tensor, draws: dict) -> torch.Tensor:
         """Deterministic and differentiable in the learnable parameters."""
-        ndim, shape = x.ndim - 2, x.shape[2:]
-        if self.bias_points:
+        b, ndim = x.shape[0], x.ndim - 2
+        if self.bias_points:  # one field per scale, its control grid spanning the image, strength e_k
             e = self.bias_exponents()
-            log_field = sum(e[k] * resize(z, shape) for k, z in enumerate(draws["bias"]))
-            x = x * torch.exp(log_field)
+            x = apply_bias_field(x, [{"strength": e[k].expand(b), "coeffs": z, "zoom": None}
+                                     for k, z in enumerate(draws["bias"])])
         if self.raw_gamma is not None:
-            log_gamma = F.softplus(self.raw_gamma) * draws["gamma"]
-            x = x.clamp_min(1e-6) ** torch.exp(per_item(log_gamma, ndim))
+            x = apply_gamma(x, {"log_gamma": F.softplus(self.raw_gamma) * draws["gamma"]})
         if self.raw_blur is not None:
             x = blur(x, (F.softplus(self.raw_blur) * draws["blur"]).unsqueeze(1).expand(-1, ndim))
         if self.noise is not None:
             lo, hi = self.sigma_range()
-            sigma = lo + (hi - lo) * draws["noise_u"]
-            x = x + per_item(sigma, ndim) * draws["noise"]
+            x = apply_noise(x, {"sigma": lo + (hi - lo) * draws["noise_u"], "z": draws["noise"], "kind": "gaussian"})
         return x
 
     def forward(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

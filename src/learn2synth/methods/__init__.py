@@ -1,17 +1,28 @@
-"""Training strategies, one small module each, all with the step signature ``step(run, step) -> dict``.
+"""Training strategies, one module each holding one :class:`~learn2synth.methods.base.Method` subclass.
 
-The trainer looks the method up by name in :data:`METHODS` and never branches on it.
+:data:`METHODS` is the registry: a method's name (the config's ``method:``) -> ``"module:Class"`` in this
+package. A new method is one module here and its line below; the config schema, the command line and the
+trainer take the names from this dict and never branch on them. Modules are imported on first use, so reading
+the names (``learn2synth --help``) stays instant.
 """
 
-from . import finetune, learn2synth, mixed, real, synthseg
-from .base import Run
+from __future__ import annotations
 
-METHODS = {
-    "synthseg": synthseg.step,
-    "real": real.step,
-    "mixed": mixed.step,
-    "finetune": finetune.step,
-    "learn2synth": learn2synth.step,
+import importlib
+
+METHODS: dict[str, str] = {
+    "synthseg": "synthseg:SynthSeg",
+    "real": "real:Real",
+    "mixed": "mixed:Mixed",
+    "finetune": "finetune:Finetune",
+    "learn2synth": "learn2synth:Learn2Synth",
 }
 
-__all__ = ["METHODS", "Run"]
+
+def method_class(name: str) -> type:
+    """The :class:`~learn2synth.methods.base.Method` subclass registered as ``name``."""
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+__all__ = ["METHODS", "method_class"]

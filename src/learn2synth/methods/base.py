@@ -1,43 +1,63 @@
-"""What a training step works with: the segmenter's parameters and optimizer, the data, the augmenter."""
+"""What every method shares: it builds the segmenter and its optimizer from the config, steps, and saves and
+restores its own state; the data helpers (synthetic, real and label batches), the plain update and evaluation."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 from torch.func import functional_call
 
-from ..data import LabelPool, RealPool
+from ..data import RealPool
+from ..losses import get_loss
 from ..meta.hypergrad import plain_step
-from ..meta.optim import FunctionalOptimizer
+from ..meta.optim import get_optimizer
 from ..metrics import dice_per_class
-from ..nets import padded_forward, total_stride
-from ..synth import Synthesizer, deformation_grid, sample_deform, warp
+from ..nets import build_net, padded_forward, total_stride
+from ..rng import derive_seed
+from ..sources import TrainingData
+from ..synth import deformation_grid, sample_deform, warp
 
 
-@dataclass
-class Run:
-    """The state a method's step reads and advances. ``params``/``opt_state`` are replaced after each update."""
+class Method:
+    """A training strategy: subclasses build what else they learn in ``__init__`` (calling this one first),
+    implement :meth:`step`, and extend :meth:`state_dict`/:meth:`load_state_dict` with what they add.
 
-    config: Any  # TrainConfig
-    net: nn.Module
-    params: dict[str, torch.Tensor]
-    opt: FunctionalOptimizer
-    opt_state: dict
-    loss_fn: Any
-    synth: Synthesizer
-    labels: LabelPool
-    real: RealPool | None
-    generator: torch.Generator
-    device: torch.device
-    augmenter: nn.Module | None = None
-    aug_opt: torch.optim.Optimizer | None = None
-    skipped: int = 0  # consecutive updates skipped for a non-finite loss or gradient
-    reduce: Any = None  # averages gradients over processes (learn2synth.distributed); None on one process
-    guard: Any = None  # reverts the augmenter when the real validation score falls (learn2synth.methods.guard)
+    The segmenter is ``net`` evaluated functionally at ``params``; ``params``/``opt_state`` are replaced after
+    each update. ``generator`` is the run's training stream (every random draw of a step), ``reduce`` averages
+    gradients over processes (:mod:`learn2synth.distributed`; None on one process).
+    """
+
+    uses_real = True  # needs real labeled data (``data.real``)
+    synthesizes = True  # trains on images synthesized from label maps (``data.labels``)
+
+    def __init__(self, config, data: TrainingData, generator: torch.Generator, device: torch.device,
+                 reduce: Any = None):
+        self.config, self.generator, self.device, self.reduce = config, generator, device, reduce
+        self.synth, self.labels, self.real = data.synth, data.labels, data.real
+        torch.manual_seed(derive_seed(config.seed, "init"))
+        self.net = build_net(config).to(device)
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in self.net.named_parameters()}
+        self.opt = get_optimizer(config.optim.name, **config.optim.options())
+        self.opt_state = self.opt.init(self.params)
+        self.loss_fn = get_loss(config.loss)
+        self.skipped = 0  # consecutive updates skipped for a non-finite loss or gradient
+
+    def step(self, step: int) -> dict[str, float]:
+        """One training step (``step`` counts from 0); returns the values to log."""
+        raise NotImplementedError
+
+    def finish(self, out) -> None:
+        """Called once when training reaches its last step, with the run folder (reports of what was learned)."""
+
+    def state_dict(self) -> dict:
+        """Everything a checkpoint needs to continue exactly; the segmenter's weights are ``params``."""
+        return {"params": {k: v.detach() for k, v in self.params.items()}, "opt": self.opt.state_dict(self.opt_state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.params = {k: v.to(self.device).requires_grad_(True) for k, v in state["params"].items()}
+        self.opt_state = self.opt.load_state_dict(state["opt"], self.params)
 
     def logits(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, params, (x,))

@@ -1,9 +1,12 @@
 """SynthSeg training for the first ``finetune_from`` share of the steps, then fine-tuning on real examples."""
 
-from . import real, synthseg
+from .base import Method
+from .real import Real
+from .synthseg import SynthSeg
 
 
-def step(run, step: int) -> dict:
-    if step < int(run.config.finetune_from * run.config.steps):
-        return synthseg.step(run, step)
-    return real.step(run, step)
+class Finetune(Method):
+    def step(self, step: int) -> dict:
+        if step < int(self.config.finetune_from * self.config.steps):
+            return SynthSeg.step(self, step)
+        return Real.step(self, step)

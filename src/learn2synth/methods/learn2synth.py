@@ -11,7 +11,11 @@ step, ``augmenter.max_values`` caps learned values and the guard (``augmenter.ch
 
 import torch
 
+from ..augment import build_augmenter
+from ..errors import ConfigError
 from ..meta.hypergrad import meta_step
+from .base import Method
+from .guard import AugmenterGuard
 
 
 def augmented_batch(run):
@@ -27,40 +31,75 @@ def augmented_batch(run):
     return lambda: (aug.apply(x, draws), y)
 
 
-def step(run, step: int) -> dict:
-    cfg = run.config.meta
-    render = augmented_batch(run)
-    if step < cfg.warmup or step % cfg.meta_every:
-        with torch.no_grad():
-            xa, y = render()
-        loss = run.update(xa, y)
-        guard = _guard(run, step)
-        return {"loss_synth": loss, **run.augmenter.learned_values(), **guard}
-    xr, yr = run.real_batch()
-    reference_loss = None
-    if cfg.debias:  # an independent synthetic batch, augmented with the current (fixed) theta
-        with torch.no_grad():
-            xa2, y2 = augmented_batch(run)()
-        reference_loss = lambda p: run.loss(p, xa2, y2)  # noqa: E731
-    theta = [p for p in run.augmenter.parameters() if p.requires_grad]
-    result = meta_step(
-        run.net, run.params, run.opt, run.opt_state,
-        synth_loss=lambda p: run.loss(p, *render()),
-        real_loss=lambda p: run.loss(p, xr, yr),
-        theta=theta, mode=cfg.mode, alpha=cfg.alpha, fd_eps=cfg.fd_eps, reduce=run.reduce,
-        reference_loss=reference_loss,
-    )
-    # a non-finite loss or hypergradient skips both updates: segmenter and augmenter stay as they were
-    if run.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *result.hypergrads]):
-        run.params, run.opt_state = result.new_params, result.new_opt_state
-        run.aug_opt.zero_grad(set_to_none=True)
-        for p, g in zip(theta, result.hypergrads, strict=True):
-            p.grad = g
-        run.aug_opt.step()
-        run.augmenter.bound_(run.config.augmenter.max_values)  # valid ranges and augmenter.max_values
-    guard = _guard(run, step)
-    return {"loss_synth": result.loss_synth, "loss_real": result.loss_real, **run.augmenter.learned_values(), **guard}
+class Learn2Synth(Method):
+    """The segmenter, and an augmenter (``augmenter.kind``) with its Adam optimizer and, with
+    ``augmenter.check_every``, the guard that reverts it."""
 
+    def __init__(self, config, data, generator, device, reduce=None):
+        super().__init__(config, data, generator, device, reduce)
+        a = config.augmenter
+        self.augmenter = build_augmenter(config, data.synth, data.labels).to(device)
+        self.aug_opt = torch.optim.Adam(self.augmenter.parameters(), lr=a.lr, betas=tuple(a.betas))
+        self.guard = None
+        if a.check_every:
+            if data.val is None:
+                raise ConfigError("augmenter.check_every", "needs held-out real examples (data.val_fraction > 0 and "
+                                                           "at least 2 real subjects), or set it to 0")
+            self.guard = AugmenterGuard(data.val, a.check_every, a.check_tolerance)
 
-def _guard(run, step: int) -> dict:
-    return {} if run.guard is None else run.guard.after_step(run, step)
+    def step(self, step: int) -> dict:
+        cfg = self.config.meta
+        render = augmented_batch(self)
+        if step < cfg.warmup or step % cfg.meta_every:
+            with torch.no_grad():
+                xa, y = render()
+            loss = self.update(xa, y)
+            guard = self._guard(step)
+            return {"loss_synth": loss, **self.augmenter.learned_values(), **guard}
+        xr, yr = self.real_batch()
+        reference_loss = None
+        if cfg.debias:  # an independent synthetic batch, augmented with the current (fixed) theta
+            with torch.no_grad():
+                xa2, y2 = augmented_batch(self)()
+            reference_loss = lambda p: self.loss(p, xa2, y2)  # noqa: E731
+        theta = [p for p in self.augmenter.parameters() if p.requires_grad]
+        result = meta_step(
+            self.net, self.params, self.opt, self.opt_state,
+            synth_loss=lambda p: self.loss(p, *render()),
+            real_loss=lambda p: self.loss(p, xr, yr),
+            theta=theta, mode=cfg.mode, alpha=cfg.alpha, fd_eps=cfg.fd_eps, reduce=self.reduce,
+            reference_loss=reference_loss,
+        )
+        # a non-finite loss or hypergradient skips both updates: segmenter and augmenter stay as they were
+        if self.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *result.hypergrads]):
+            self.params, self.opt_state = result.new_params, result.new_opt_state
+            self.aug_opt.zero_grad(set_to_none=True)
+            for p, g in zip(theta, result.hypergrads, strict=True):
+                p.grad = g
+            self.aug_opt.step()
+            self.augmenter.bound_(self.config.augmenter.max_values)  # valid ranges and augmenter.max_values
+        guard = self._guard(step)
+        return {"loss_synth": result.loss_synth, "loss_real": result.loss_real, **self.augmenter.learned_values(),
+                **guard}
+
+    def _guard(self, step: int) -> dict:
+        return {} if self.guard is None else self.guard.after_step(self, step)
+
+    def state_dict(self) -> dict:
+        state = {**super().state_dict(), "augmenter": self.augmenter.state_dict(), "aug_opt": self.aug_opt.state_dict()}
+        if self.guard is not None:
+            state["guard"] = self.guard.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.augmenter.load_state_dict(state["augmenter"])
+        self.aug_opt.load_state_dict(state["aug_opt"])
+        if self.guard is not None and "guard" in state:
+            self.guard.load_state_dict(state["guard"])
+
+    def finish(self, out) -> None:
+        if self.config.augmenter.kind == "learned_priors":
+            from ..report_priors import write_priors_report
+
+            write_priors_report(self, out)  # learned_priors.md and .png

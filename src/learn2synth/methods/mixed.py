@@ -2,10 +2,13 @@
 
 import torch
 
+from .base import Method
 
-def step(run, step: int) -> dict:
-    x, y = run.synth_batch()
-    n_real = max(1, round(run.config.mixed_fraction * x.shape[0]))
-    xr, yr = run.real_batch(n_real, augment=True)
-    x, y = torch.cat([xr, x[n_real:]]), torch.cat([yr, y[n_real:]])
-    return {"loss_mixed": run.update(x, y)}
+
+class Mixed(Method):
+    def step(self, step: int) -> dict:
+        x, y = self.synth_batch()
+        n_real = max(1, round(self.config.mixed_fraction * x.shape[0]))
+        xr, yr = self.real_batch(n_real, augment=True)
+        x, y = torch.cat([xr, x[n_real:]]), torch.cat([yr, y[n_real:]])
+        return {"loss_mixed": self.update(x, y)}

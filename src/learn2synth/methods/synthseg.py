@@ -1,6 +1,11 @@
 """SynthSeg-style training: synthetic images only, fixed (random but not learned) synthesis."""
 
+from .base import Method
 
-def step(run, step: int) -> dict:
-    x, y = run.synth_batch()
-    return {"loss_synth": run.update(x, y)}
+
+class SynthSeg(Method):
+    uses_real = False  # real examples, when given, only validate
+
+    def step(self, step: int) -> dict:
+        x, y = self.synth_batch()
+        return {"loss_synth": self.update(x, y)}

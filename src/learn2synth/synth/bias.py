@@ -9,7 +9,7 @@ the central fraction of a fixed-size control grid (see :func:`._util.sample_fiel
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -58,6 +58,11 @@ def bias_log_field(params: dict, shape: Sequence[int]) -> torch.Tensor:
     return sample_field(per_item(params["strength"], coeffs.ndim - 2) * coeffs, shape, params["zoom"])
 
 
-def apply_bias_field(x: torch.Tensor, params: dict) -> torch.Tensor:
-    """Multiply ``x`` (B, C, *spatial) by the drawn bias field."""
-    return x * torch.exp(bias_log_field(params, x.shape[2:]))
+def apply_bias_field(x: torch.Tensor, params: dict | Sequence[dict]) -> torch.Tensor:
+    """Multiply ``x`` (B, C, *spatial) by the drawn bias field, or by the product of several (a sequence of
+    draws, e.g. fields at several scales: one ``exp`` of their summed log-fields).
+
+    A draw's ``zoom`` may be None: its control grid then spans the image exactly.
+    """
+    fields = [params] if isinstance(params, Mapping) else params
+    return x * torch.exp(sum(bias_log_field(p, x.shape[2:]) for p in fields))

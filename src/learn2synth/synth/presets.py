@@ -1,4 +1,7 @@
-"""Named synthesis presets, loadable and overridable from YAML.
+"""Named synthesis presets: plain data over :class:`~learn2synth.synth.pipeline.SynthConfig`'s defaults.
+
+They are loaded (preset < YAML < ``--set``) by :func:`learn2synth.config.load_config` with
+``base=preset(PRESETS, name)``; the synthesis itself knows nothing of YAML.
 
 - ``synthseg``: SynthSeg's published training defaults (Billot et al. 2023), intensities rescaled from
   0-255 to [0, 1]: GMM means U(25, 225)/255 and stds U(5, 25)/255; rotation 15 deg, scaling 0.2,
@@ -12,12 +15,6 @@
 """
 
 from __future__ import annotations
-
-import copy
-from collections.abc import Sequence
-
-from ..config import apply_overrides, from_dict, load_yaml, to_dict
-from .pipeline import SynthConfig
 
 PRESETS: dict[str, dict] = {
     "synthseg": {},
@@ -37,36 +34,3 @@ PRESETS: dict[str, dict] = {
         "noise": {"enabled": False},
     },
 }
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def synth_config(
-    preset: str = "synthseg",
-    yaml_path=None,
-    overrides: dict | None = None,
-    sets: Sequence[str] = (),
-) -> SynthConfig:
-    """Build a :class:`SynthConfig`: preset < YAML file < ``overrides`` dict < ``sets`` ("a.b=value").
-
-    Unknown keys and wrong types raise ``ConfigError`` naming the dotted key.
-    """
-    if preset not in PRESETS:
-        from ..errors import ConfigError
-
-        raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    data = _merge(to_dict(SynthConfig()), PRESETS[preset])
-    if yaml_path is not None:
-        data = _merge(data, load_yaml(yaml_path) or {})
-    if overrides:
-        data = _merge(data, overrides)
-    data = apply_overrides(data, list(sets))
-    return from_dict(SynthConfig, data)
