@@ -45,7 +45,7 @@ def adapt_config(model: str | Path, real: str | Path, config: str | Path | None 
     if differences:
         raise InputError(path, "the model does not fit these settings: " + "; ".join(differences))
     _check_model_files(path, result)
-    if result.data.real != "phantom" and not Path(result.data.real).exists():
+    if result.data.real not in (None, "phantom") and not Path(result.data.real).exists():
         raise InputError(result.data.real, "no such file or folder (the real labeled examples to adapt to)")
     return result
 

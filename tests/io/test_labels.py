@@ -107,3 +107,24 @@ def test_bad_yaml_names_the_file(tmp_path, text, problem):
 def test_missing_yaml_names_the_file(tmp_path):
     with pytest.raises(InputError, match=r"nope\.yaml: file does not exist"):
         load_label_mapping(tmp_path / "nope.yaml")
+
+
+def test_shipped_brain_mapping_groups_one_tissue_per_intensity_class():
+    """SynthSeg's generation classes in configs/mappings/synthseg_to_tissue4.yaml: left/right halves share an
+    intensity, every group but CSF has one target class, and extra-cerebral CSF (24, target background) shares
+    the ventricles' intensity (it is the same fluid), so the model must tell them apart by place, not brightness."""
+    from pathlib import Path
+
+    from learn2synth.io import load_label_mapping
+
+    mapping = load_label_mapping(Path(__file__).resolve().parents[2] / "configs/mappings/synthseg_to_tissue4.yaml")
+    values = [0, 2, 3, 4, 24, 41, 42, 43, 17, 507, 511]
+    lists = mapping.synthesis_labels(values)
+    cls = dict(zip(values, lists["generation_classes"], strict=True))
+    target = dict(zip(values, lists["segmentation_labels"], strict=True))
+    assert cls[2] == cls[41] and cls[3] == cls[42] == cls[17] and cls[4] == cls[43] == cls[24]
+    assert len({cls[0], cls[2], cls[3], cls[4], cls[507], cls[511]}) == 6  # non-brain labels draw their own
+    assert target[24] == 0 and target[4] == 4 and target[17] == 2 and target[3] == 1 and target[507] == 0
+    for name, group in mapping.groups.items():
+        if name not in ("csf", "cortical_gm"):  # one fluid, one grey matter: targets differ by place
+            assert len({int(mapping(np.array([v]))[0]) for v in group}) == 1, name
