@@ -129,7 +129,7 @@ class AugmenterConfig:
 
 @dataclass
 class MetaConfig:
-    mode: Literal["exact", "fd"] = "exact"
+    mode: Literal["exact", "fd", "fd_onesided"] = "exact"
     alpha: float = field(default=1.0, metadata=POSITIVE)
     meta_every: int = field(default=1, metadata={"range": (1, None)})
     warmup: int = field(default=0, metadata=NON_NEGATIVE)  # plain synthetic steps before meta-learning
