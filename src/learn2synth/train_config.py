@@ -113,6 +113,9 @@ class AugmenterConfig:
     kind: Literal["parametric", "residual"] = "parametric"
     noise: Literal["sigma", "range", "none"] = "sigma"
     noise_init: list[float] = field(default_factory=lambda: [0.01], metadata=POSITIVE)
+    # control points per axis of each bias-field scale. With instance norm (net.norm), the exponent of a 2-point
+    # field is NOT identified: such a field is close to a global intensity scale that the normalization removes,
+    # so its learned value says nothing about the real images (reports mark it, learn2synth.runlog.not_identified)
     bias_points: list[int] = field(default_factory=lambda: [2, 4, 8], metadata={"range": (2, None)})
     bias_init: list[float] = field(default_factory=lambda: [0.05], metadata=NON_NEGATIVE)
     gamma_init: float | None = None
