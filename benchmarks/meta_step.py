@@ -74,7 +74,8 @@ CHANNELS = (16, 32, 64, 128)
 CASES = {"2d": ((128, 128), 8), "3d": ((64, 64, 64), 1)}
 SCALING = {"2d": ([(64, 64), (128, 128), (256, 256)], 8), "3d": ([(32, 32, 32), (64, 64, 64), (96, 96, 96)], 1)}
 OPTIMIZERS: dict[str, Callable] = {"sgd": lambda: SGD(lr=0.01, momentum=0.9), "adam": lambda: Adam(lr=2e-3)}
-STEP_MODES = tuple(f"{kind}_{opt}" for opt in OPTIMIZERS for kind in ("plain", "exact", "fd"))
+META_KINDS = ("exact", "fd", "fd_onesided")  # meta.mode values timed against the plain step
+STEP_MODES = tuple(f"{kind}_{opt}" for opt in OPTIMIZERS for kind in ("plain", *META_KINDS))
 SYNTH_MODES = ("synth_none", "synth_synthseg")
 METHOD_RUNS = {  # trainer runs: name -> config overrides
     "synthseg": ["method=synthseg"],
@@ -83,7 +84,13 @@ METHOD_RUNS = {  # trainer runs: name -> config overrides
     "finetune": ["method=finetune"],
     "learn2synth_exact": ["method=learn2synth", "meta.mode=exact"],
     "learn2synth_fd": ["method=learn2synth", "meta.mode=fd"],
+    "learn2synth_fd_onesided": ["method=learn2synth", "meta.mode=fd_onesided"],
+    # a cheaper configuration: one meta-step every 4 steps (plain augmented steps in between)
+    "learn2synth_fd_onesided_every4": ["method=learn2synth", "meta.mode=fd_onesided", "meta.meta_every=4"],
+    "learn2synth_default": ["method=learn2synth"],  # whatever TrainConfig's defaults are (train_ratio_default)
 }
+#: trainer steps are timed over whole meta_every cycles (a multiple of this many steps)
+TRAINER_CYCLE = 4
 RESULTS = Path(__file__).resolve().parent / "results" / "meta_step.md"
 KEEP = "<!-- Everything below this line is kept when the benchmark rewrites this file. -->"
 MB = 2.0**20
@@ -135,7 +142,7 @@ class Problem:
         return self.loss(params, self.xr, self.yr)
 
     def step(self, mode: str) -> Callable[[], object]:
-        kind, _, opt_name = mode.partition("_")
+        kind, _, opt_name = mode.rpartition("_")
         if kind == "synth":
             synth = self.synth[opt_name]
             return lambda: synth(self.labels, self.synth_generator)
@@ -305,7 +312,10 @@ def second_order_profile(problem: Problem, opt_name: str) -> list[tuple[str, flo
 
 
 def trainer_steps(shape, batch: int, channels, reps: int, warmup: int, threads: int = THREADS) -> dict:
-    """Median seconds per step of each training method, end to end (``run.step(step)``).
+    """Mean seconds per step of each training method, end to end (``run.step(step)``).
+
+    A mean, not a median: with ``meta.meta_every > 1`` the steps alternate between meta-steps and plain ones, and
+    the cost of a run is their mean. ``reps`` is rounded up to whole cycles of :data:`TRAINER_CYCLE` steps.
 
     ``setup`` seeds the global RNGs and sets the thread count: both are restored on return.
     """
@@ -322,6 +332,8 @@ def trainer_steps(shape, batch: int, channels, reps: int, warmup: int, threads: 
 
 def _trainer_steps(METHODS, setup, shape, batch, channels, reps, warmup, threads) -> dict:  # noqa: N803
     runs = {}
+    reps = -(-reps // TRAINER_CYCLE) * TRAINER_CYCLE
+    warmup = -(-warmup // TRAINER_CYCLE) * TRAINER_CYCLE if warmup else 0
     steps = warmup + reps
     for name, sets in METHOD_RUNS.items():
         config = load_train_config(None, [*sets, f"data.shape={list(shape)}", f"data.spatial_dims={len(shape)}",
@@ -339,13 +351,32 @@ def _trainer_steps(METHODS, setup, shape, batch, channels, reps, warmup, threads
         counters[name] += 1
 
     times = time_modes({name: (lambda name=name: advance(name)) for name in runs}, reps, warmup)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.fmean(t) for name, t in times.items()}
+
+
+def hypergrad_cosines(problem: Problem, opt_name: str) -> dict:
+    """Cosine similarity (and relative error) of each fd estimator's hypergradient to the exact mode's, on the
+    benchmark's problem (one meta-step from the same state; theta = noise sigma and the three bias exponents)."""
+    opt, state = problem.opts[opt_name], problem.states[opt_name]
+
+    def hypergrad(kind):
+        result = meta_step(problem.net, problem.params, opt, state, problem.synth_loss, problem.real_loss,
+                           problem.theta, mode=kind)
+        return torch.cat([h.detach().flatten().double() for h in result.hypergrads])
+
+    exact = hypergrad("exact")
+    out = {}
+    for kind in META_KINDS[1:]:
+        est = hypergrad(kind)
+        out[kind] = {"cosine": float(torch.nn.functional.cosine_similarity(est, exact, dim=0)),
+                     "rel_error": float((est - exact).norm() / exact.norm())}
+    return out
 
 
 # -- the benchmark -------------------------------------------------------------------------------------------------
 def _ratios(result: dict, seconds: dict, mem: dict, suffix: str, opts) -> None:
     for opt in opts:
-        for kind in ("exact", "fd"):
+        for kind in META_KINDS:
             base, mode = f"plain_{opt}", f"{kind}_{opt}"
             result[f"time_ratio_{kind}_{opt}{suffix}"] = seconds[mode] / seconds[base]
             ok = mem.get(mode) and mem.get(base)
@@ -386,7 +417,7 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
         for preset in ("none", "synthseg"):
             t_synth = seconds[f"synth_{preset}"]
             for opt in opts:
-                for kind in ("plain", "exact", "fd"):
+                for kind in ("plain", *META_KINDS):
                     info.setdefault("synth_share", {})[f"{preset}_{kind}_{opt}"] = (
                         t_synth / (t_synth + seconds[f"{kind}_{opt}"]))
             main = "adam" if "adam" in opts else opts[0]
@@ -397,11 +428,15 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
                 log(f"{case}: resident memory of {mode} (child process)")
                 info["rss"][mode] = rss_in_child(shape, batch, channels, mode, threads)
             for opt in opts:
-                for kind in ("exact", "fd"):
+                for kind in META_KINDS:
                     result[f"rss_ratio_{kind}_{opt}{suffix}"] = (
                         info["rss"][f"{kind}_{opt}"]["rss_step_mb"] / info["rss"][f"plain_{opt}"]["rss_step_mb"])
+        main = "adam" if "adam" in opts else opts[0]
+        log(f"{case}: hypergradient of each fd estimator against the exact mode ({main})")
+        info["hypergrad_vs_exact"] = hypergrad_cosines(problem, main)
+        for kind, values in info["hypergrad_vs_exact"].items():
+            result[f"cosine_{kind}{suffix}"] = values["cosine"]
         if profile:
-            main = "adam" if "adam" in opts else opts[0]
             log(f"{case}: phase breakdown and second-order profile ({main})")
             info["breakdown"] = breakdown(problem, main, max(3, reps // 2))
             info["second_order_nodes"] = second_order_profile(problem, main)
@@ -438,12 +473,15 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
         result["trainer_seconds_per_step"] = per_step
         for name, sec in per_step.items():
             result[f"steps_per_s_{name}"] = 1.0 / sec
+            result[f"train_ratio_{name.removeprefix('learn2synth_')}"] = sec / per_step["synthseg"]
+        result["train_default_meta"] = {k: v for k, v in
+                                        vars(load_train_config(None, ["method=learn2synth"]).meta).items()}
 
     if "2d" in cases:  # the headline keys: 2D, Adam (the trainer's default optimizer)
         main = "adam" if "adam" in opts else opts[0]
         for key in [k for k in list(result) if k.endswith("_2d")]:
             result[key[: -len("_2d")]] = result[key]
-        for kind in ("exact", "fd"):
+        for kind in META_KINDS:
             result[f"time_ratio_{kind}"] = result[f"time_ratio_{kind}_{main}"]
             result[f"mem_ratio_{kind}"] = result[f"mem_ratio_{kind}_{main}"]
             if rss:
@@ -484,9 +522,10 @@ def format_report(result: dict, command: str, load: tuple) -> str:
         "",
         "## Ratios to the plain step (same optimizer)",
         "",
-        "| case (load over the timing rounds) | optimizer | plain s | exact s | fd s | exact / plain time | "
-        "fd / plain time | plain MiB | exact / plain mem | fd / plain mem | exact / plain RSS | fd / plain RSS |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case (load over the timing rounds) | optimizer | plain s | exact s | fd s | fd_onesided s | "
+        "exact / plain time | fd / plain time | fd_onesided / plain time | plain MiB | exact / plain mem | "
+        "fd / plain mem | fd_onesided / plain mem | exact / plain RSS | fd / plain RSS | fd_onesided / plain RSS |",
+        "|---|---|" + "---:|" * 14,
     ]
     for case, info in result["cases"].items():
         label = f"{case} {info['batch']}x{'x'.join(map(str, info['shape']))}"
@@ -496,13 +535,24 @@ def format_report(result: dict, command: str, load: tuple) -> str:
         for opt in result["opts"]:
             rss = info.get("rss", {})
             rss_ratio = {kind: (rss[f"{kind}_{opt}"]["rss_step_mb"] / rss[f"plain_{opt}"]["rss_step_mb"]
-                                if rss else None) for kind in ("exact", "fd")}
+                                if rss else None) for kind in META_KINDS}
             lines.append(
-                f"| {label} | {opt} | {s[f'plain_{opt}']:.3f} | {s[f'exact_{opt}']:.3f} | {s[f'fd_{opt}']:.3f} | "
-                f"**{result[f'time_ratio_exact_{opt}_{case}']:.2f}x** | {result[f'time_ratio_fd_{opt}_{case}']:.2f}x | "
-                f"{_fmt(m[f'plain_{opt}'], '.0f')} | {_x(result[f'mem_ratio_exact_{opt}_{case}'])} | "
-                f"**{_x(result[f'mem_ratio_fd_{opt}_{case}'])}** | {_x(rss_ratio['exact'])} | {_x(rss_ratio['fd'])} |")
-    lines += ["", "Targets: exact <= 2.5x plain-step time; fd <= 1.3x plain-step peak memory.", ""]
+                f"| {label} | {opt} | {s[f'plain_{opt}']:.3f} | "
+                + " | ".join(f"{s[f'{kind}_{opt}']:.3f}" for kind in META_KINDS) + " | "
+                + " | ".join(f"**{result[f'time_ratio_{kind}_{opt}_{case}']:.2f}x**" for kind in META_KINDS)
+                + f" | {_fmt(m[f'plain_{opt}'], '.0f')} | "
+                + " | ".join(_x(result[f"mem_ratio_{kind}_{opt}_{case}"]) for kind in META_KINDS) + " | "
+                + " | ".join(_x(rss_ratio[kind]) for kind in META_KINDS) + " |")
+    lines += ["", "Targets (issue 13): fd_onesided <= 2.5x plain-step time in 2D and 3D with cosine similarity to "
+              "exact >= 0.99 and peak memory <= 1.3x; exact <= 3.5x; the trainer's default learn2synth step <= 1.5x "
+              "a synthseg step.", "",
+              "Hypergradient against the exact mode (same state, same batch; theta = noise sigma + 3 bias "
+              "exponents): cosine similarity / relative error", ""]
+    for case, info in result["cases"].items():
+        if "hypergrad_vs_exact" in info:
+            lines.append(f"- {case}: " + "; ".join(f"{kind} {v['cosine']:.5f} / {100 * v['rel_error']:.2f}%"
+                                                   for kind, v in info["hypergrad_vs_exact"].items()))
+    lines.append("")
     for case, info in result["cases"].items():
         if "rss" in info:
             lines += [f"RSS per process, {case} (MiB; before the first step / peak / the step's own):", ""]
@@ -546,8 +596,12 @@ def format_report(result: dict, command: str, load: tuple) -> str:
     if "trainer_seconds_per_step" in result:
         per_step = result["trainer_seconds_per_step"]
         shape, batch = result["cases"]["2d"]["shape"], result["cases"]["2d"]["batch"]
+        default = result.get("train_default_meta", {})
         lines += [f"## End-to-end trainer steps (2D {batch}x{'x'.join(map(str, shape))}, Adam, phantoms, "
                   "synthesis preset none)", "",
+                  "Mean seconds per step over whole cycles of 4 steps (a run's cost when meta.meta_every > 1). "
+                  f"`learn2synth_default` is TrainConfig's default meta config ({default}); "
+                  f"train_ratio_default = {_x(result.get('train_ratio_default'))}.", "",
                   "| method | s / step | steps / s | vs synthseg |", "|---|---:|---:|---:|"]
         for name, sec in per_step.items():
             lines.append(f"| {name} | {sec:.3f} | {1 / sec:.2f} | {sec / per_step['synthseg']:.2f}x |")
@@ -567,7 +621,8 @@ def format_report(result: dict, command: str, load: tuple) -> str:
                   f"is {first_order:.2f} plain steps; the second-order backward adds "
                   f"{b['exact.second_order_bwd'] / plain:.2f}.",
                   f"- fd: two plain-sized passes + two perturbed passes (forward + backward to the image) = "
-                  f"{fd_floor:.2f} plain steps.", "",
+                  f"{fd_floor:.2f} plain steps; fd_onesided: one perturbed pass = {fd_floor - fd_floor / 2 + 1:.2f}.",
+                  "",
                   "Second-order backward by autograd node (share of its CPU time):", ""]
         lines += [f"- {name}: {100 * share:.1f}%" for name, share in info["second_order_nodes"][:8]]
         lines.append("")

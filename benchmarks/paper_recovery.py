@@ -48,7 +48,7 @@ import common  # noqa: E402
 from learn2synth import demo  # noqa: E402
 from learn2synth.io.atomic import atomic_path  # noqa: E402
 from learn2synth.report import markdown_table  # noqa: E402
-from learn2synth.runlog import learned_estimate, series  # noqa: E402
+from learn2synth.runlog import learned_estimate, not_identified, series  # noqa: E402
 
 RESULTS = HERE / "results"
 WORK = Path("/tmp/l2s_paper")
@@ -262,7 +262,9 @@ def recovery_rows(name: str, runs: list[dict]) -> list[dict]:
                      "abs_error": None if truth is None else abs(mean - truth),
                      "rel_error": (mean - truth) / truth if truth else None,
                      "within_5": _within(values, mean, truth, 0.05), "within_10": _within(values, mean, truth, 0.10),
-                     "paper": setting.paper.get(key)})
+                     "paper": setting.paper.get(key),
+                     # the settings keep the default bias points (2/4/8) and instance norm
+                     "not_identified": not_identified().get(key)})
     return rows
 
 
@@ -275,11 +277,19 @@ def _truth_cell(row: dict) -> str:
 def recovery_table(rows: list[dict]) -> str:
     header = ["setting", "parameter", "truth", "learned (mean ± sd over seeds)", "abs. error", "rel. error",
               "within ±5%", "within ±10%", "paper"]
-    cells = [[r["setting"], r["parameter"], _truth_cell(r), _pm(r["mean"], r["sd"]),
-              "-" if r["abs_error"] is None else f"{r['abs_error']:.4f}",
-              "n/a" if r["rel_error"] is None else f"{100 * r['rel_error']:+.1f}%", r["within_5"], r["within_10"],
-              "-" if r["paper"] is None else f"{r['paper']:g}"] for r in rows]
-    return markdown_table(header, cells)
+    cells = []
+    for r in rows:
+        if r.get("not_identified"):  # a value the hypergradient does not determine is not reported as learned
+            cells.append([r["setting"], r["parameter"], _truth_cell(r), _pm(r["mean"], r["sd"]) + " (not identified)",
+                          "n/a", "n/a", "n/a", "n/a", "-" if r["paper"] is None else f"{r['paper']:g}"])
+            continue
+        cells.append([r["setting"], r["parameter"], _truth_cell(r), _pm(r["mean"], r["sd"]),
+                      "-" if r["abs_error"] is None else f"{r['abs_error']:.4f}",
+                      "n/a" if r["rel_error"] is None else f"{100 * r['rel_error']:+.1f}%", r["within_5"],
+                      r["within_10"], "-" if r["paper"] is None else f"{r['paper']:g}"])
+    table = markdown_table(header, cells)
+    reasons = {r["parameter"]: r["not_identified"] for r in rows if r.get("not_identified")}
+    return "\n\n".join([table, *[f"Not identified, `{k}`: {why}." for k, why in reasons.items()]])
 
 
 def dice_time_table(by_setting: dict[str, list[dict]]) -> str:

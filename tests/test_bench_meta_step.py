@@ -41,15 +41,26 @@ def test_threads_and_rng_are_restored(result):
     assert torch.get_num_threads() == 1  # tests/conftest.py's setting, not the benchmark's 2
 
 
+HEADLINE = ("time_ratio_exact", "time_ratio_fd", "mem_ratio_exact", "mem_ratio_fd", "time_ratio_fd_onesided",
+            "mem_ratio_fd_onesided")
+
+
 def test_headline_ratios_are_positive(result):
-    for key in ("time_ratio_exact", "time_ratio_fd", "mem_ratio_exact", "mem_ratio_fd"):
+    for key in HEADLINE:
         assert positive(result[key]), key
+
+
+@pytest.mark.parametrize("case", ["2d", "3d"])
+def test_fd_estimators_are_compared_with_exact(result, case):
+    for kind in ("fd", "fd_onesided"):
+        assert 0.9 < result[f"cosine_{kind}_{case}"] <= 1.0 + 1e-9
+    assert result["cosine_fd_onesided"] == result["cosine_fd_onesided_2d"]
 
 
 @pytest.mark.parametrize("case", ["2d", "3d"])
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_every_case_and_optimizer_has_its_ratios(result, case, opt):
-    for kind in ("exact", "fd"):
+    for kind in ("exact", "fd", "fd_onesided"):
         assert positive(result[f"time_ratio_{kind}_{opt}_{case}"])
         assert positive(result[f"mem_ratio_{kind}_{opt}_{case}"])
     assert 0 < result[f"synth_share_none_{case}"] < 1
@@ -74,14 +85,15 @@ def test_json_output_is_one_object_with_the_headline_keys(bench, result, capsys,
     monkeypatch.setattr(bench, "run_benchmark", lambda **kwargs: result)  # the toy run above, not a real one
     assert bench.main(["--quick", "--json", "--no-write"]) == 0
     data = json.loads(capsys.readouterr().out)
-    for key in ("time_ratio_exact", "time_ratio_fd", "mem_ratio_exact", "mem_ratio_fd"):
-        assert positive(data[key])
+    for key in (*HEADLINE, "cosine_fd_onesided"):
+        assert isinstance(data[key], float), key
 
 
 def test_trainer_steps_and_rss_measurement(bench):
     """The two slower paths at toy size: trainer steps per method, and the RSS measurement a child process runs
     (called in this process: a fresh interpreter costs seconds of imports)."""
-    per_step = bench.trainer_steps((16, 16), 2, (2, 4), reps=1, warmup=0, threads=1)
+    per_step = bench.trainer_steps((16, 16), 2, (2, 4), reps=1, warmup=0, threads=1)  # one cycle of 4 steps
     assert set(per_step) == set(bench.METHOD_RUNS) and all(positive(s) for s in per_step.values())
+    assert "learn2synth_default" in per_step and "synthseg" in per_step  # train_ratio_default's two sides
     rss = bench.child_main({"shape": [16, 16], "batch": 2, "channels": [2, 4], "mode": "fd_adam", "threads": 1})
     assert rss["peak_rss_mb"] > 0 and math.isfinite(rss["rss_step_mb"])  # ~0 here: toy tensors, warm process

@@ -45,7 +45,7 @@ def train_on(run, batches, part):
     return {"params": run.params, "augmenter": run.augmenter.state_dict()}
 
 
-MODES = ("exact", "fd")
+MODES = ("exact", "fd", "fd_onesided")
 
 
 def worker(rank, world, port, folder):

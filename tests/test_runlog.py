@@ -2,7 +2,7 @@
 
 import pytest
 
-from learn2synth.runlog import learned_estimate, series
+from learn2synth.runlog import learned_estimate, mark_learned, not_identified, series
 
 
 def write(tmp_path, rows):
@@ -24,3 +24,14 @@ def test_series_skips_rows_without_the_key(tmp_path):
     path = write(tmp_path, ["10,0.5,0.01,", "20,,,0.7", "30,0.4,0.02,"])
     assert series(path, ["noise.sigma", "val_dice_mean"]) == {"noise.sigma": [(10, 0.01), (30, 0.02)],
                                                               "val_dice_mean": [(20, 0.7)]}
+
+
+def test_the_two_point_bias_exponent_is_marked_not_identified():
+    """With instance norm the 2-point bias field is ~ a global scale the network removes: reports must mark it."""
+    marked = not_identified()  # defaults: bias points 2/4/8, instance norm
+    assert list(marked) == ["bias.low"] and "instance norm" in marked["bias.low"]
+    assert mark_learned("bias.low", 0.109, marked) == "0.109 (not identified)"
+    assert mark_learned("bias.middle", 0.623, marked) == "0.623"
+    assert not_identified([4, 8]) == {}  # no 2-point field
+    assert not_identified([2, 4, 8], norm="none") == {}  # the scale then reaches the network
+    assert list(not_identified([2, 8])) == ["bias.2"]  # named by points when there are not three scales

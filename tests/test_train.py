@@ -174,7 +174,7 @@ def test_resuming_a_finished_run_reports_its_final_validation(tmp_path):
     assert again["dice_mean"] == first["dice_mean"] and set(first) - {"seconds"} == set(again) - {"seconds"}
 
 
-@pytest.mark.parametrize("mode", ["exact", "fd"])
+@pytest.mark.parametrize("mode", ["exact", "fd", "fd_onesided"])
 def test_debiased_learn2synth_trains_and_learns_differently(tmp_path, mode):
     runs = {}
     for debias in (False, True):

@@ -12,6 +12,41 @@ from pathlib import Path
 
 LEARNED_PREFIXES = ("noise.", "bias.", "gamma.", "blur.", "gmm.", "resolution.")
 
+#: Why a learned value is not identified by the hypergradient (the training still moves it; it is not a result).
+NOT_IDENTIFIED = {
+    "bias_2_points": (
+        "the exponent of a 2-control-point bias field is not identified: such a field is close to a global "
+        "intensity scale, which the segmenter's instance norm removes, so the real loss barely depends on it and "
+        "a finer field (4 points) takes its place; its learned value is where the run left it, not an estimate"
+    ),
+}
+
+
+def bias_key(points: int, bias_points) -> str:
+    """The logged name of the bias exponent with ``points`` control points (``ParametricAugmenter``'s naming)."""
+    bias_points = list(bias_points)
+    k = bias_points.index(points)
+    return f"bias.{('low', 'middle', 'high')[k]}" if len(bias_points) == 3 else f"bias.{points}"
+
+
+def not_identified(bias_points=(2, 4, 8), norm: str = "instance") -> dict[str, str]:
+    """``{learned key: reason}`` for the learned values the hypergradient does not identify in this setting.
+
+    Today: the 2-control-point bias exponent when the segmenter uses instance norm (``net.norm``, the default).
+    Reports mark these keys instead of presenting their value as learned (see :func:`mark_learned`).
+    """
+    if norm == "instance" and 2 in list(bias_points):
+        return {bias_key(2, bias_points): NOT_IDENTIFIED["bias_2_points"]}
+    return {}
+
+
+def mark_learned(key: str, value: float | None, unidentified: dict[str, str], spec: str = ".3g") -> str:
+    """A learned value as reported: the number, or the number marked ``(not identified)``."""
+    if value is None:
+        return "-"
+    text = format(value, spec)
+    return f"{text} (not identified)" if key in unidentified else text
+
 
 def read_rows(metrics_csv: str | Path) -> list[dict[str, str]]:
     with open(metrics_csv, newline="") as f:

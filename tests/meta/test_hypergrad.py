@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 from learn2synth.errors import ConfigError
 from learn2synth.losses import dice_ce_loss
-from learn2synth.meta.hypergrad import meta_step, plain_step
+from learn2synth.meta.hypergrad import FD_STEP, meta_step, plain_step
 from learn2synth.meta.optim import SGD, Adam
 from learn2synth.nets import build_segmenter
 
@@ -107,8 +107,44 @@ def test_fd_mode_agrees_with_exact(dims, opt_name):
     assert fd.loss_synth == exact.loss_synth and fd.loss_real == exact.loss_real
 
 
-def test_fd_mode_replays_dropout():
-    """With dropout, the three synthetic evaluations of fd mode must see the same mask as the exact mode's one."""
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("opt_name", sorted(OPTS))
+def test_fd_onesided_agrees_with_exact_and_with_central_differences_of_the_outer_objective(dims, opt_name):
+    """The forward difference (one perturbed pass, the base point from the synthetic backward) estimates the same
+    hypergradient: against the exact mode and against central differences of loss_real(phi'(theta)) in theta."""
+    problem = Problem(dims)
+    opt = OPTS[opt_name]()
+    params, state = problem.warm_start(opt)
+    args = (problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta)
+    exact = meta_step(*args, mode="exact")
+    onesided = meta_step(*args, mode="fd_onesided")
+    reference = _reference_hypergrad(problem, params, opt, state)
+    assert all(r.abs() > 1e-8 for r in reference)
+    assert _rel(onesided.hypergrads, exact.hypergrads) < 1e-2
+    assert _rel(onesided.hypergrads, reference) < 1e-2
+    assert onesided.loss_synth == exact.loss_synth and onesided.loss_real == exact.loss_real
+    # the truncation error is first order in eps: a 10x larger step is visibly worse (the difference is
+    # taken, not assumed: a base point at the wrong place would not shrink with eps)
+    coarse = meta_step(*args, mode="fd_onesided", fd_eps=10 * FD_STEP["fd_onesided"] * _inverse_w_norm(
+        opt, params, state, problem))
+    assert _rel(coarse.hypergrads, exact.hypergrads) > _rel(onesided.hypergrads, exact.hypergrads)
+
+
+def _inverse_w_norm(opt, params, state, problem):
+    """1 / ||w||, w = (d phi' / d g)^T v, recomputed (the fd modes' default step is FD_STEP[mode] / ||w||)."""
+    phi = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+    keys = list(phi)
+    grads = torch.autograd.grad(problem.synth_loss()(phi), list(phi.values()))
+    new, _ = opt.step(phi, dict(zip(keys, grads, strict=True)), state)
+    new = {k: p.detach().requires_grad_(True) for k, p in new.items()}
+    v = torch.autograd.grad(problem.real_loss()(new), list(new.values()))
+    w = opt.vjp(phi, dict(zip(keys, grads, strict=True)), state, dict(zip(keys, v, strict=True)))
+    return 1.0 / float(torch.linalg.vector_norm(torch.stack([w[k].norm() for k in keys])))
+
+
+@pytest.mark.parametrize("mode", ["fd", "fd_onesided"])
+def test_fd_mode_replays_dropout(mode):
+    """With dropout, the synthetic evaluations of the fd modes must see the same mask as the exact mode's one."""
     problem = Problem(2, dropout=0.3)
     opt = SGD(lr=0.5)
     params = problem.params()
@@ -117,13 +153,13 @@ def test_fd_mode_replays_dropout():
     exact = meta_step(*args, mode="exact")
     after_exact = torch.rand(1)
     torch.manual_seed(5)
-    fd = meta_step(*args, mode="fd")
+    fd = meta_step(*args, mode=mode)
     assert torch.equal(torch.rand(1), after_exact)  # the RNG ends where the exact mode leaves it
     assert _rel(fd.hypergrads, exact.hypergrads) < 1e-2
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-@pytest.mark.parametrize("mode", ["exact", "fd"])
+@pytest.mark.parametrize("mode", ["exact", "fd", "fd_onesided"])
 @pytest.mark.parametrize(
     ("opt", "torch_opt"),
     [
@@ -170,7 +206,7 @@ def test_update_is_the_plain_synthetic_step(dims, mode, opt, torch_opt):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-@pytest.mark.parametrize("mode", ["exact", "fd"])
+@pytest.mark.parametrize("mode", ["exact", "fd", "fd_onesided"])
 def test_alpha_scales_hypergradients(dims, mode):
     problem = Problem(dims)
     opt = SGD(lr=0.5, momentum=0.5)
@@ -188,7 +224,7 @@ def test_plain_step_and_unused_theta():
     opt = SGD(lr=0.5)
     params = problem.params()
     unused = torch.tensor(1.0, dtype=F64, requires_grad=True)
-    for mode in ("exact", "fd"):
+    for mode in ("exact", "fd", "fd_onesided"):
         result = meta_step(
             problem.net,
             params,
@@ -224,7 +260,7 @@ def test_bad_arguments():
         meta_step(bn_net, dict(bn_net.named_parameters()), *args[2:])
 
 
-@pytest.mark.parametrize("mode", ["exact", "fd"])
+@pytest.mark.parametrize("mode", ["exact", "fd", "fd_onesided"])
 def test_reference_loss_is_subtracted_from_the_outer_objective(mode):
     """With a reference batch the hypergradient is d [loss_real - loss_ref](phi'(theta)) / d theta (central
     differences through the plain inner step), and the logged real loss stays the real loss alone."""

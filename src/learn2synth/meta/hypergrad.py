@@ -16,12 +16,22 @@ those of :func:`plain_step` on ``loss_synth`` alone. Two ways to get the hypergr
   and ``w = (d phi' / d g)^T v`` (``opt.vjp``), ``hypergrads = (d/d theta) [w . g(phi, theta)]`` is estimated
   by the central difference ``(grad_theta loss_synth(phi + eps w) - grad_theta loss_synth(phi - eps w)) / 2 eps``,
   ``eps = 0.01 / ||w||`` by default. No second-order graph, so its memory stays close to a plain step's.
+- ``"fd_onesided"``: the same derivative by the forward difference
+  ``(grad_theta loss_synth(phi + eps w) - grad_theta loss_synth(phi)) / eps``. The second term comes out of the
+  synthetic backward at ``phi`` that the update needs anyway (``theta`` is upstream of the image, so the backward
+  to ``phi`` reaches it for the price of the backward through the augmenter), so ONE perturbed pass replaces the
+  two of ``"fd"``: synthetic + real + one perturbed pass instead of synthetic + real + two. Its truncation error
+  is first order in ``eps`` (``"fd"``: second order), so its default step is smaller: ``eps = 0.001 / ||w||``
+  (:data:`FD_STEP`; on the meta-step benchmark's problems in float32 the relative error to the exact mode is
+  1.2% at 0.01, 0.2% at 0.001 and 2% at 0.0001, where rounding takes over). Tested against the exact mode and
+  against central differences of the outer objective (tests/meta/test_hypergrad.py); the benchmark reports its
+  cosine similarity to the exact mode.
 
 The losses are closures over a FIXED batch and augmentation draw (replay the same noise, generator state, ...):
 ``synth_loss(phi)`` evaluates the augmenter (whose parameters are ``theta``) then the segmenter at ``phi``, e.g.
 ``loss_fn(functional_call(net, phi, (augmenter(x, noise),)), y)``; ``real_loss(phi)`` evaluates the segmenter on
-real data. In ``"fd"`` mode ``synth_loss`` is evaluated three times; the global RNG state is replayed so that
-dropout draws the same mask each time.
+real data. In ``"fd"`` mode ``synth_loss`` is evaluated three times (``"fd_onesided"``: twice); the global RNG
+state is replayed so that dropout draws the same mask each time.
 """
 
 from __future__ import annotations
@@ -45,7 +55,9 @@ State = dict[str, Any]
 LossOfParams = Callable[[Params], Tensor]
 Reduce = Callable[[list[Tensor]], list[Tensor]]
 
-MODES = ("exact", "fd")
+MODES = ("exact", "fd", "fd_onesided")
+#: default norm of the fd modes' perturbation ``eps * w`` (``eps = FD_STEP[mode] / ||w||``)
+FD_STEP = {"fd": 0.01, "fd_onesided": 0.001}
 
 
 @dataclass
@@ -167,10 +179,11 @@ def meta_step(
             on ``theta`` through the augmenter's parameters.
         real_loss: ``phi' -> loss_real(phi')``.
         theta: augmenter parameters (leaf tensors with ``requires_grad=True``).
-        mode: ``"exact"`` (second-order autograd) or ``"fd"`` (finite differences, no second-order graph).
+        mode: ``"exact"`` (second-order autograd), ``"fd"`` (central finite differences, no second-order graph)
+            or ``"fd_onesided"`` (forward difference: one perturbed pass instead of two).
         alpha: weight of the real loss; the hypergradients are linear in it.
-        fd_eps: step along ``w`` in ``"fd"`` mode (the perturbation is ``fd_eps * w``); default
-            ``0.01 / ||w||``.
+        fd_eps: step along ``w`` in the fd modes (the perturbation is ``fd_eps * w``); default
+            ``FD_STEP[mode] / ||w||`` (0.01 for ``"fd"``, 0.001 for ``"fd_onesided"``).
         reduce: averages a list of tensors over processes, differentiably (data-parallel training; see
             :mod:`learn2synth.distributed`). It is applied to the inner gradient (so ``phi'`` follows the global
             batch and, in exact mode, the hypergradient flows through the average), to ``v`` in fd mode, and to
@@ -195,7 +208,7 @@ def meta_step(
     if mode == "exact":
         return _exact(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, reduce, reference_loss)
     return _finite_difference(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, fd_eps, reduce,
-                              reference_loss)
+                              reference_loss, onesided=mode == "fd_onesided")
 
 
 def _objective(real_loss: LossOfParams, reference_loss: LossOfParams | None, new_params: Params):
@@ -274,14 +287,22 @@ def _finite_difference(
     fd_eps: float | None,
     reduce: Reduce | None,
     reference_loss: LossOfParams | None = None,
+    onesided: bool = False,
 ) -> MetaResult:
     keys = list(phi)
     phi_list = [p.detach() for p in phi.values()]
-    # Replaying the RNG makes the three synth_loss evaluations draw the same dropout mask (if any), and leaves
-    # the RNG where the exact mode leaves it (after one synthetic and one real evaluation).
+    # Replaying the RNG makes the synth_loss evaluations draw the same dropout mask (if any), and leaves the RNG
+    # where the exact mode leaves it (after one synthetic and one real evaluation).
     rng_before_synth = capture_rng_state()
     loss_s = synth_loss(phi)
-    grads = dict(zip(keys, _reduced(reduce, _grads(loss_s, list(phi.values()))), strict=True))
+    if onesided:  # one backward gives d loss_synth / d phi (the update) and d loss_synth / d theta (the base point)
+        both = _grads(loss_s, [*phi.values(), *theta])
+        grads_phi, base = both[: len(keys)], both[len(keys):]
+        del both
+    else:
+        grads_phi, base = _grads(loss_s, list(phi.values())), None
+    grads = dict(zip(keys, _reduced(reduce, grads_phi), strict=True))
+    del grads_phi
     # Release the graph now: its augmenter part (not on the way to phi, so not freed by autograd.grad) would
     # otherwise stay in memory during the two perturbed passes.
     loss_synth = float(loss_s.detach())
@@ -304,16 +325,19 @@ def _finite_difference(
         # the real loss is flat in phi' (or w overflowed): nothing to difference
         hypergrads = [torch.zeros_like(t) for t in theta]
     else:
-        eps = fd_eps if fd_eps is not None else 0.01 / norm
+        eps = fd_eps if fd_eps is not None else FD_STEP["fd_onesided" if onesided else "fd"] / norm
         sides = []
-        for sign in (1.0, -1.0):
+        for sign in (1.0,) if onesided else (1.0, -1.0):
             with torch.no_grad(), serial_math(w_list):
                 shifted = dict(zip(keys, torch._foreach_add(phi_list, w_list, alpha=sign * eps), strict=True))
             restore_rng_state(rng_before_synth)
             sides.append(_grads(synth_loss(shifted), theta))
             del shifted
         restore_rng_state(rng_after_real)
-        hypergrads = _reduced(reduce, torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps))
+        if onesided:
+            hypergrads = _reduced(reduce, torch._foreach_div(torch._foreach_sub(sides[0], base), eps))
+        else:
+            hypergrads = _reduced(reduce, torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps))
     return MetaResult(
         new_params=new_params,
         new_opt_state=detach_state(new_state),
