@@ -192,3 +192,18 @@ def test_rows_logged_between_meta_steps_show_the_last_real_loss(tmp_path):
     real = series(tmp_path / "metrics.csv", ["loss_real"])["loss_real"]
     # meta steps are the even step indices (0, 2, ...); rows are logged after odd ones (steps 2, 4, ...)
     assert [s for s, _ in real] == [2, 4, 6, 8]
+
+
+def test_lr_milestones_equal_a_resume_with_the_lower_rate(tmp_path):
+    """A step decay at step 3 gives the same weights as training 3 steps at lr, then resuming at lr * gamma."""
+    base = ["steps=6", "checkpoint_every=3", "optim.lr=0.01"]
+    train(tiny("synthseg", *base, "optim.milestones=[3]", "optim.gamma=0.1"), tmp_path / "sched",
+          progress=False, tensorboard=False)
+    train(tiny("synthseg", *base), tmp_path / "by_hand", progress=False, tensorboard=False, stop_at=3)
+    train(tiny("synthseg", *base, "optim.lr=0.001"), tmp_path / "by_hand", resume=True, progress=False,
+          tensorboard=False)
+    train(tiny("synthseg", *base), tmp_path / "constant", progress=False, tensorboard=False)
+    sched, by_hand = params_of(tmp_path / "sched")["params"], params_of(tmp_path / "by_hand")["params"]
+    constant = params_of(tmp_path / "constant")["params"]
+    assert all(torch.equal(sched[k], by_hand[k]) for k in sched)
+    assert not all(torch.equal(sched[k], constant[k]) for k in sched)  # the decay changed the run

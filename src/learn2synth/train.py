@@ -158,6 +158,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.method,
                disable=not (progress and info.is_main))
     for step in bar:
+        method.opt.lr = config.optim.lr_at(step)
         values = method.step(step)
         if method.skipped:
             skipped_total += 1

@@ -102,6 +102,18 @@ class OptimConfig:
     lr: float = field(default=2e-3, metadata=POSITIVE)
     momentum: float = field(default=0.0, metadata={"range": (0, 1), "open": "high"})
     weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
+    # step decay of the segmenter's learning rate: lr * gamma ** (number of milestones <= step). A function of the
+    # step alone, so a resumed run follows the same schedule as an uninterrupted one.
+    milestones: list[int] = field(default_factory=list, metadata=NON_NEGATIVE)
+    gamma: float = field(default=0.1, metadata=POSITIVE)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of (0-based) ``step``.
+
+        >>> OptimConfig(lr=1e-3, milestones=[100, 200]).lr_at(150)
+        0.0001
+        """
+        return self.lr * self.gamma ** sum(step >= m for m in self.milestones)
 
     def options(self) -> dict:
         out = {"lr": self.lr, "weight_decay": self.weight_decay}
