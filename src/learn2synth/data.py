@@ -123,20 +123,38 @@ def _as_examples(array: np.ndarray, spatial_dims: int, axis: int, path, keep=Non
 
 
 def load_label_pool(source: str, spatial_dims: int, axis: int, progress: bool = False) -> LabelPool:
-    """Read every label map of ``source`` (file, folder or glob), checked, sliced for 2D networks."""
+    """Read every label map of ``source`` (file, folder or glob), checked, sliced for 2D networks.
+
+    The last pool read is remembered (keyed by the files, their modification times and the slicing): a process
+    that trains several runs on the same maps (the experiment scripts: 20 SynthSeg maps take 10-40 s to read)
+    reads them once. Each call gets its own list of the (never modified in place) map tensors.
+    """
+    from .io import list_files
+
+    files = tuple(list_files(source))
+    key = (tuple((str(f), f.stat().st_mtime_ns) for f in files), spatial_dims, axis)
+    if _LAST_POOL.get("key") != key:
+        _LAST_POOL.clear()  # drop the old pool before reading the new one (peak memory)
+        _LAST_POOL.update(key=key, maps=_read_label_maps(files, spatial_dims, axis, progress))
+    return LabelPool(list(_LAST_POOL["maps"]))
+
+
+_LAST_POOL: dict = {}
+
+
+def _read_label_maps(files, spatial_dims: int, axis: int, progress: bool) -> list[torch.Tensor]:
     from tqdm import tqdm
 
-    from .io import check_label_map, list_files, read_image
+    from .io import check_label_map, read_image
 
     maps = []
-    files = list_files(source)
     for path in tqdm(files, desc="label maps", unit="file", disable=not progress or len(files) < 2):
         labels = check_label_map(read_image(path).array, path)
         top = int(labels.max()) if labels.size else 0
         labels = labels.astype(np.int16 if top < 2**15 else np.int32, copy=False)
         for ex in _as_examples(labels, spatial_dims, axis, path, keep=labels):
             maps.append(_compact(torch.from_numpy(np.ascontiguousarray(ex))[None]))
-    return LabelPool(maps)
+    return maps
 
 
 def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
