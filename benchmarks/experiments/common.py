@@ -153,8 +153,11 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
             result.predictions[test.name] = preds
             if test.volumes is not None:
                 result.per_volume[test.name] = volume_scores(preds, test, n_classes)
-        dice = {t: np.nanmean([r["dice"] for r in rows]) for t, rows in result.per_case.items()}
-        print(f"[{tag}] {method}: {seconds:.0f} s, Dice " + ", ".join(f"{t} {v:.3f}" for t, v in dice.items()),
+        # the headline of the reports: Dice over whole volumes when the test sets have them, else per case
+        dice = {t: np.mean([r["dice"] for r in result.per_volume[t]]) if t in result.per_volume
+                else np.nanmean([r["dice"] for r in rows]) for t, rows in result.per_case.items()}
+        kind = "volume Dice" if result.per_volume else "Dice per case"
+        print(f"[{tag}] {method}: {seconds:.0f} s, {kind} " + ", ".join(f"{t} {v:.3f}" for t, v in dice.items()),
               flush=True)
         results.append(result)
     return results
