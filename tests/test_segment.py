@@ -100,13 +100,26 @@ def test_bad_inputs_fail_in_one_line_without_writing(tmp_path, model, capsys):
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
 
 
-def test_collisions_in_a_folder_list_are_refused_before_any_work(tmp_path, model, capsys):
+def test_repeated_file_names_mirror_the_input_tree_and_true_collisions_are_refused(tmp_path, model, capsys):
+    """One folder per subject with the same file name (OASIS, BIDS): outputs mirror the folders, like predict.
+    Names equal but for case would overwrite each other on macOS: refused before any work."""
     for sub in ("s1", "s2"):
         (tmp_path / sub).mkdir()
         nib.save(nib.Nifti1Image(_scan(), LIA), tmp_path / sub / "scan.nii.gz")
     code, out, err = _segment(capsys, str(tmp_path / "s*" / "scan.nii.gz"), "--out", tmp_path / "seg", "--model",
-                              model)
-    assert code == 2 and "collide" in err and not (tmp_path / "seg").exists()
+                              model, "--posteriors")
+    assert code == 0, err
+    for sub in ("s1", "s2"):
+        written = nib.load(tmp_path / "seg" / sub / "scan.nii.gz")
+        assert written.shape == _scan().shape and np.allclose(written.affine, LIA)
+        assert (tmp_path / "seg" / sub / "scan_posteriors.nii.gz").exists()
+
+    (tmp_path / "cases").mkdir()
+    for name in ("scan.nii.gz", "SCAN.nii.gz"):
+        nib.save(nib.Nifti1Image(_scan(), LIA), tmp_path / "cases" / name)
+    if len(list((tmp_path / "cases").iterdir())) == 2:  # a case-sensitive file system holds both
+        code, out, err = _segment(capsys, tmp_path / "cases", "--out", tmp_path / "seg2", "--model", model)
+        assert code == 2 and "would both be written here" in err and not (tmp_path / "seg2").exists()
 
 
 def test_the_shipped_model_segments_a_scan_without_model_argument(tmp_path, capsys):

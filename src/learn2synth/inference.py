@@ -385,29 +385,11 @@ def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLik
     """
     from tqdm import tqdm
 
-    from .io import mirrored_names
-
-    def colliding(names) -> list[tuple[Path, list[Path]]]:
-        """(output, inputs) for each output several inputs would write (case ignored, as macOS does)."""
-        writers: dict[str, tuple[Path, list[Path]]] = {}
-        for path, name in zip(files, names, strict=True):
-            label_path, posterior_path = output_paths(path, out, name)
-            for target in (label_path, posterior_path) if posteriors else (label_path,):
-                writers.setdefault(str(target).casefold(), (target, []))[1].append(path)
-        return [(target, inputs) for target, inputs in writers.values() if len(inputs) > 1]
-
     files = list_files(source)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    names = [path.name for path in files]
-    if colliding(names):
-        names = mirrored_names(files)
-        collisions = colliding(names)
-        if collisions:
-            target, inputs = collisions[0]
-            raise InputError(target, f"inputs {inputs[0]} and {inputs[1]} would both be written here; rename one "
-                                     "or segment them into separate --out folders")
+    names = output_names(files, lambda path, name: output_paths(path, out, name)[: 2 if posteriors else 1])
     out.mkdir(parents=True, exist_ok=True)
     segmented, failures = [], []
     for path, name in tqdm(list(zip(files, names, strict=True)), desc="predict", unit="file",
@@ -418,6 +400,39 @@ def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLik
         except InputError as e:
             failures.append(e if e.path is not None else InputError(path, e.problem))
     return segmented, failures
+
+
+def output_names(files: list[Path], writes) -> list[Path]:
+    """Output name (relative to the output folder) of each input: its file name, or when two inputs would write
+    the same file (one folder per subject with the same file names), its path below the deepest folder holding
+    every input, so that the outputs mirror the input tree. ``writes(path, name)`` lists the files an input
+    writes under a name. Outputs that still collide (``a.png`` and ``a.gif`` both give ``a.png``) are refused
+    before any work; case is ignored, as macOS does.
+
+    Examples
+    --------
+    >>> names = output_names([Path("A/s1/t1.nii.gz"), Path("A/s2/t1.nii.gz")], lambda path, name: [name])
+    >>> [str(n) for n in names]
+    ['s1/t1.nii.gz', 's2/t1.nii.gz']
+    """
+    from .io import mirrored_names
+
+    def colliding(names) -> list[tuple[Path, list[Path]]]:
+        writers: dict[str, tuple[Path, list[Path]]] = {}
+        for path, name in zip(files, names, strict=True):
+            for target in writes(path, name):
+                writers.setdefault(str(target).casefold(), (Path(target), []))[1].append(path)
+        return [(target, inputs) for target, inputs in writers.values() if len(inputs) > 1]
+
+    names = [Path(path.name) for path in files]
+    if colliding(names):
+        names = mirrored_names(files)
+        collisions = colliding(names)
+        if collisions:
+            target, inputs = collisions[0]
+            raise InputError(target, f"inputs {inputs[0]} and {inputs[1]} would both be written here; rename one "
+                                     "or segment them into separate --out folders")
+    return names
 
 
 def set_threads(threads: int | None) -> None:

@@ -34,25 +34,45 @@ def shipped_model_path() -> Path:
     return path
 
 
-def plan_outputs(inputs: list[Path], out: Path, single_file: bool) -> list[Path]:
+def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: bool = False) -> list[Path]:
     """The label map written for each input: ``out`` itself for one input when ``single_file``, else the
-    input's file name inside the folder ``out``. Collisions and existing files are refused before any work.
+    input's file name inside the folder ``out`` (or, when file names repeat, the input tree mirrored below
+    ``out``: :func:`learn2synth.inference.output_names`). Collisions and existing files are refused before any
+    work.
 
     Examples
     --------
     >>> [str(p) for p in plan_outputs([Path("a/x.nii.gz"), Path("b/y.mgz")], Path("seg"), False)]
     ['seg/x.nii.gz', 'seg/y.mgz']
+    >>> [str(p) for p in plan_outputs([Path("a/s1/t1.mgz"), Path("a/s2/t1.mgz")], Path("seg"), False)]
+    ['seg/s1/t1.mgz', 'seg/s2/t1.mgz']
     """
-    targets = [out] if single_file else [out / p.name for p in inputs]
-    seen: dict[Path, Path] = {}
-    for source, target in zip(inputs, targets, strict=True):
-        if target in seen:
-            raise InputError(source, f"has the same file name as {seen[target]}; their outputs would collide in "
-                                     f"{out} (segment them into different folders)")
-        seen[target] = source
-        if target.exists():
-            raise InputError(target, "already exists; refusing to overwrite it (choose another --out)")
+    from .inference import output_names
+
+    def writes(target: Path) -> list[Path]:
+        return [target, posteriors_path(target)] if posteriors else [target]
+
+    if single_file:
+        targets = [out]
+    else:
+        targets = [out / name for name in output_names(inputs, lambda path, name: writes(out / name))]
+    for target in targets:
+        for path in writes(target):
+            if path.exists():
+                raise InputError(path, "already exists; refusing to overwrite it (choose another --out)")
     return targets
+
+
+def posteriors_path(target: Path) -> Path:
+    """Where ``--posteriors`` writes the class probabilities of the label map ``target``.
+
+    >>> str(posteriors_path(Path("seg/t1.nii.gz")))
+    'seg/t1_posteriors.nii.gz'
+    """
+    from .io import supported_extension
+
+    extension = supported_extension(target) or ""
+    return target.with_name(f"{target.name[: len(target.name) - len(extension)]}_posteriors{extension}")
 
 
 def class_volumes(labels: np.ndarray, affine: np.ndarray, values) -> list[float]:
@@ -89,11 +109,11 @@ def run_segment(args) -> int:
     single = Path(args.input).is_file() and supported_extension(out) is not None
     if not single and out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    targets = plan_outputs(inputs, out, single)
+    targets = plan_outputs(inputs, out, single, args.posteriors)
     vol_path = Path(args.vol) if args.vol else None
     if vol_path is not None and vol_path.exists():
         raise InputError(vol_path, "already exists; refusing to overwrite it")
-    (out.parent if single else out).mkdir(parents=True, exist_ok=True)
+    (out.parent if single else out).mkdir(parents=True, exist_ok=True)  # (mirrored sub-folders: at writing)
     values = list(range(model.n_classes)) if model.values is None else [int(v) for v in model.values]
     rows, failures = [], []
     bar = tqdm(list(zip(inputs, targets, strict=True)), desc="segment", unit="scan",
@@ -105,10 +125,10 @@ def run_segment(args) -> int:
                 raise InputError(source, f"is not a 3D scan (shape {volume.array.shape}); segment takes 3D "
                                          "volumes (use predict for 2D images)")
             labels, probs = predict_volume(model, volume, args.batch_size)
+            target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, labels, like=volume)
             if args.posteriors:
-                stem = target.name[: len(target.name) - len(supported_extension(target) or "")]
-                write_image(target.with_name(f"{stem}_posteriors{supported_extension(target)}"), probs, like=volume)
+                write_image(posteriors_path(target), probs, like=volume)
             rows.append([source.name, *class_volumes(labels, volume.affine, values[1:])])
         except InputError as e:
             failures.append(e if e.path is not None else InputError(source, e.problem))
