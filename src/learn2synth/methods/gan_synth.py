@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from ..generative.compose import compose_masks
 from ..generative.pix2pix import Pix2Pix, Pix2PixTrainer, schedule_factor
 from ..rng import derive_seed
@@ -31,6 +32,9 @@ class GanSynth(Method):
 
     def __init__(self, config, data, generator, device, reduce=None):
         super().__init__(config, data, generator, device, reduce)
+        if reduce is not None:
+            raise ConfigError("method", "gan_synth runs in one process: its GAN's gradients are not averaged over "
+                                        "processes (torchrun)")
         g = config.gan
         torch.manual_seed(derive_seed(config.seed, "gan_init"))
         self.gan = Pix2Pix.from_config(config).to(device)
