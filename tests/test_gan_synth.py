@@ -132,9 +132,10 @@ def test_generator_takes_any_size_in_2d_and_3d():
 
 # ---- the method in training -------------------------------------------------------------------------------------
 
-def test_train_cli_runs_the_gan_phase_then_the_weighted_segmenter_phase(tmp_path, capsys):
+@pytest.mark.parametrize("gate", ["true", "false"])
+def test_train_cli_runs_the_gan_phase_then_the_weighted_segmenter_phase(tmp_path, capsys, gate):
     out = tmp_path / "run"
-    sets = [x for s in [*TINY, "steps=8"] for x in ("--set", s)]
+    sets = [x for s in [*TINY, "steps=8", f"gan.realism_weight={gate}"] for x in ("--set", s)]
     assert main(["train", "--config", str(CONFIG), "--out", str(out), "--quiet", *sets]) == 0
     assert "dice_mean" in capsys.readouterr().out
     log = [r for r in rows(out) if r.get("synth_weight") or r.get("gan_l1")]
@@ -143,8 +144,12 @@ def test_train_cli_runs_the_gan_phase_then_the_weighted_segmenter_phase(tmp_path
     for r in log[2:]:  # phase 2: segmenter steps 0..5, epochs of 2 steps: t = 0, 0, 1, 1, 2, 2
         t = (int(r["step"]) - 3) // 2
         weight = float(r["synth_weight"])
-        assert weight == 0 if t == 0 else weight == pytest.approx(0.5 * math.log(t + 1) * float(r["realism"]),
-                                                                   rel=1e-4)
+        if t == 0:
+            assert weight == 0 and not r["realism"]  # no synthetic batch is made in the first epoch
+            continue
+        realism = float(r["realism"]) if gate == "true" else 1.0  # without the gate: alpha * log(t + 1) alone
+        assert weight == pytest.approx(0.5 * math.log(t + 1) * realism, rel=1e-4)
+    assert gate == "false" or any(float(r["realism"]) > 0 for r in log[4:])  # the gate was not trivially 0
     init, _ = setup(tiny("steps=8"))
     after_gan, end = (load_checkpoint(out / f"step_{s:06d}.pt")["state"] for s in (2, 8))
     assert_same_state(after_gan["params"], init.state_dict()["params"])  # phase 1 leaves the segmenter alone

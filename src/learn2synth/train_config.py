@@ -189,6 +189,8 @@ class GanConfig:
     # alpha * log(t + 1) * realism, so the first epoch of phase 2 (t = 0) trains on the real pairs alone
     epoch_steps: int = field(default=100, metadata={"range": (1, None)})
     alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
+    # false: weight alpha * log(t + 1) alone, without the realism score (an ablation of the realism gate)
+    realism_weight: bool = True
     noise_channels: int = field(default=1, metadata=NON_NEGATIVE)  # generator input: one-hot labels + noise
     generator_channels: list[int] = field(default_factory=lambda: [16, 32, 64], metadata={"range": (1, None)})
     generator_res_units: int = field(default=1, metadata=NON_NEGATIVE)

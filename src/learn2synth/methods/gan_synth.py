@@ -7,6 +7,7 @@ pasted structures: :mod:`learn2synth.generative.compose`) and rendered by the ge
 synthetic batch adds ``alpha * log(t + 1) * realism_i`` times its loss, ``t`` the phase-2 epoch
 (``gan.epoch_steps`` steps each) and ``realism_i`` the discriminator's score of the image in [0, 1]; so the
 first epoch trains on real pairs alone and the synthetic share grows as the segmenter matures.
+``gan.realism_weight: false`` drops the realism factor (an ablation: are the GAN's images useful at all?).
 
 The GAN is frozen in phase 2 by default (``gan.keep_training: false``): the realism weight is then a fixed
 function of the image rather than a moving target (a discriminator still training against the generator keeps
@@ -55,7 +56,7 @@ class GanSynth(Method):
         xs, ys = self.gan_batch()
         with torch.no_grad():
             realism = self.gan.realism(ys, xs)
-        weights = factor * realism
+        weights = factor * realism if g.realism_weight else torch.full_like(realism, factor)
         n = xr.shape[0]
 
         def loss(params):
