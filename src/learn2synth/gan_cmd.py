@@ -3,8 +3,11 @@
 ``gan train`` is ``learn2synth train`` with ``method: gan_synth`` stopped after its GAN phase
 (``steps = gan.pretrain_steps``): an ordinary run folder (``--resume`` continues it, and ``learn2synth train
 --resume`` with more steps goes on into the segmenter phase). ``gan sample`` renders label maps with a run's
-generator and writes image/label pairs and ``gallery.png`` (label map, generated image, and the real image when
-the labels come from a folder of real pairs), all or nothing.
+generator and writes image/label pairs (NIfTI, ``image_0000.nii.gz``/``label_0000.nii.gz``) and ``gallery.png``
+(one column per sample, up to 8; rows: the generated image with the label contours, the real image when the labels
+come from a folder of real pairs, the label map in colour), all or nothing. Label map files are cropped to their
+labelled bounding box (as training's label pools are) and must hold the run's classes (after its
+``data.real_label_mapping``).
 """
 
 from __future__ import annotations
