@@ -1,4 +1,4 @@
-"""Command line: ``learn2synth synth | train | adapt | demo | predict | evaluate | segment``.
+"""Command line: ``learn2synth synth | train | adapt | demo | predict | evaluate | segment | gan``.
 
 Heavy imports (torch, nibabel, matplotlib) happen inside the commands so ``--help`` is instant. Errors a user
 can fix print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
@@ -221,6 +221,39 @@ def _run_evaluate(args) -> int:
     return run_evaluate(args)
 
 
+def _gan_parser(sub) -> None:
+    p = sub.add_parser("gan", help="train or sample the label-to-image GAN of method gan_synth",
+                       description="The pix2pix label-to-image GAN of method gan_synth on its own: 'train' runs its "
+                                   "GAN phase (gan.pretrain_steps) into a run folder; 'sample' renders label maps "
+                                   "with a run's generator.")
+    gan = p.add_subparsers(dest="gan_command", required=True)
+    t = gan.add_parser("train", help="train the GAN on real labeled pairs (the GAN phase of gan_synth)")
+    t.add_argument("--config", help="YAML config (e.g. configs/gan_synth.yaml); method is set to gan_synth")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set gan.pretrain_steps=200 (repeatable)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(t)
+    t.set_defaults(func=_run_gan, command="gan train")
+    s = gan.add_parser("sample", help="render label maps with a trained generator; writes pairs and gallery.png")
+    s.add_argument("--model", required=True, help="run folder or checkpoint of 'gan train' or method gan_synth")
+    s.add_argument("--labels", required=True, metavar="DIR_OR_FILE",
+                   help="label map file, folder or glob; or a folder with images/ and labels/ (real pairs: the "
+                        "gallery shows the real image too)")
+    s.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    s.add_argument("--n", type=int, default=8, help="number of samples, spread over the inputs (default 8)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
+    _add_common(s)
+    s.set_defaults(func=_run_gan, command="gan sample")
+
+
+def _run_gan(args) -> int:
+    from .gan_cmd import run_gan_sample, run_gan_train
+
+    return run_gan_train(args) if args.gan_command == "train" else run_gan_sample(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learn2synth", description=__doc__.splitlines()[0])
     from . import __version__
@@ -234,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parser(sub)
     _evaluate_parser(sub)
     _segment_parser(sub)
+    _gan_parser(sub)
     return parser
 
 

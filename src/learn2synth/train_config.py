@@ -177,6 +177,44 @@ class MetaConfig:
 
 
 @dataclass
+class GanConfig:
+    """``method: gan_synth`` (learn2synth.methods.gan_synth): a pix2pix label-to-image GAN trained on the real pairs,
+    and the segmenter trained on real + GAN-synthetic pairs with a progressive realism weight."""
+
+    # phase 1: this many steps train the GAN only (the segmenter is not updated); phase 2 trains the segmenter
+    pretrain_steps: int = field(default=500, metadata=NON_NEGATIVE)
+    # phase 2: also keep training the GAN (one GAN step per segmenter step); off by default (see the method)
+    keep_training: bool = False
+    # an "epoch" of the weight schedule: this many phase-2 steps; epoch t weights the synthetic loss by
+    # alpha * log(t + 1) * realism, so the first epoch of phase 2 (t = 0) trains on the real pairs alone
+    epoch_steps: int = field(default=100, metadata={"range": (1, None)})
+    alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
+    # false: weight alpha * log(t + 1) alone, without the realism score (an ablation of the realism gate)
+    realism_weight: bool = True
+    noise_channels: int = field(default=1, metadata=NON_NEGATIVE)  # generator input: one-hot labels + noise
+    generator_channels: list[int] = field(default_factory=lambda: [16, 32, 64], metadata={"range": (1, None)})
+    generator_res_units: int = field(default=1, metadata=NON_NEGATIVE)
+    discriminator_channels: int = field(default=32, metadata={"range": (1, None)})
+    discriminator_layers: int = field(default=2, metadata={"range": (1, None)})
+    l1_weight: float = field(default=100.0, metadata=NON_NEGATIVE)  # pix2pix: adversarial + 100 * L1
+    lr: float = field(default=2e-4, metadata=POSITIVE)
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999], metadata={"range": (0, 1), "open": "high"})
+    # mask composition (learn2synth.generative.compose): flip probability of the first axis, random affine and
+    # elastic deformation, and the probability of pasting one structure from another map of the batch
+    flip: float = field(default=0.5, metadata=FRACTION)
+    rotation: float = field(default=10.0, metadata=NON_NEGATIVE)
+    scaling: float = field(default=0.1, metadata={"range": (0, 1), "open": "high"})
+    elastic_std: float = field(default=3.0, metadata=NON_NEGATIVE)
+    paste: float = field(default=0.5, metadata=FRACTION)
+
+    def validate(self):
+        if len(self.betas) != 2:
+            raise ConfigError("betas", f"needs two values (beta1, beta2), got {self.betas}")
+        if len(self.generator_channels) < 2:
+            raise ConfigError("generator_channels", f"needs at least two levels, got {self.generator_channels}")
+
+
+@dataclass
 class TrainConfig:
     method: MethodName = "learn2synth"
     seed: int = 0
@@ -198,6 +236,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augmenter: AugmenterConfig = field(default_factory=AugmenterConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     log_every: int = field(default=10, metadata={"range": (1, None)})
     val_every: int = field(default=100, metadata={"range": (1, None)})
     checkpoint_every: int = field(default=100, metadata={"range": (1, None)})

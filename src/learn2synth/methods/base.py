@@ -106,8 +106,12 @@ class Method:
 
         A non-finite loss or update is not applied (see :meth:`accept`).
         """
-        result = plain_step(self.net, self.params, self.opt, self.opt_state, lambda p: self.loss(p, x, y),
-                            reduce=self.reduce)
+        return self.update_on(lambda p: self.loss(p, x, y))
+
+    def update_on(self, loss) -> float:
+        """One plain optimizer step of the segmenter on ``loss(params) -> scalar`` (a method's own objective,
+        e.g. a weighted sum of losses); returns the loss before the step, skipped if not finite."""
+        result = plain_step(self.net, self.params, self.opt, self.opt_state, loss, reduce=self.reduce)
         if self.accept([result.loss], result.new_params.values()):
             self.params, self.opt_state = result.new_params, result.new_opt_state
         return result.loss

@@ -1,0 +1,166 @@
+"""gan_synth on OASIS against synthseg and real at the same segmenter step budget (a small CPU run).
+
+- Real training data: K brain-containing coronal slices (axis 2) of OASIS subject 0001, picked as in
+  ``exp_brain.py`` (its ``prepare``, which also makes the SynthSeg label-map slices that synthseg renders).
+- gan_synth: ``gan.pretrain_steps`` GAN-only steps on those K pairs, then the segmenter's steps; synthseg and real
+  take the same number of segmenter steps (the GAN's steps come on top and are reported as CPU time).
+- Test: every ``--test-every``-th brain slice of subject 0002, segmented whole; headline: Dice per class over the
+  stacked slices (volume Dice), with per-slice Dice and a Wilcoxon test against synthseg.
+
+    python benchmarks/experiments/exp_gan.py --data ../shared/data
+
+Writes ``benchmarks/results/gan_synth.md`` (``--out`` to change) and a gallery of the GAN's images beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import exp_brain  # noqa: E402
+
+# the segmenter's budget and the crop size are the same for every method; only these sets differ
+METHODS = {"synthseg": ["method=synthseg"], "real": ["method=real"], "gan_synth": ["method=gan_synth"],
+           "gan_synth-nogate": ["method=gan_synth", "gan.realism_weight=false"]}
+BUDGET = ["steps=300", "data.shape=[64,64]", "batch_size=8", "real_batch_size=8", "gan.pretrain_steps=200",
+          "gan.epoch_steps=50", "gan.alpha=0.5"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/data", help="the shared data folder (read only)")
+    parser.add_argument("--k", type=int, default=20, help="number of real labeled training slices of subject 0001")
+    parser.add_argument("--maps", type=int, default=2, help="SynthSeg label maps for the synthseg method")
+    parser.add_argument("--every", type=int, default=8, help="keep every n-th brain slice of each SynthSeg map")
+    parser.add_argument("--test-every", type=int, default=2, help="score every n-th brain slice of subject 0002")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
+                        help="extra config override for every method (repeatable)")
+    parser.add_argument("--out", default=str(common.REPO / "benchmarks" / "results" / "gan_synth.md"))
+    parser.add_argument("--work", help="keep runs and prepared data here instead of a temporary folder")
+    args = parser.parse_args(argv)
+    command = common.command_line(__file__, argv)
+    import torch
+
+    from learn2synth.train_config import load_train_config
+
+    torch.set_num_threads(1)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    tmp = None if args.work else tempfile.TemporaryDirectory(prefix="exp_gan_")
+    work = Path(args.work or tmp.name).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    sets_by_k, tests, n_synth = exp_brain.prepare(Path(args.data).resolve(), work, [args.k], args.every, args.maps,
+                                                  args.test_every, strip=True)
+    data_sets, picks = sets_by_k[args.k]
+    extra = [*BUDGET, "threads=1", *args.sets]
+    configs = {m: load_train_config(exp_brain.CONFIG, [*data_sets, *s, *extra]) for m, s in METHODS.items()}
+    for name in ("gan_synth", "gan_synth-nogate"):  # the same segmenter steps after the GAN's
+        configs[name].steps += configs[name].gan.pretrain_steps
+    results, cpu = [], {}
+    for method in METHODS:
+        c0 = time.process_time()
+        results += common.run_methods([method], configs.__getitem__, tests[:1], work, n_classes=5, tag=f"K={args.k}")
+        cpu[method] = time.process_time() - c0
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    gallery = gan_gallery(work / "runs" / f"K{args.k}_gan_synth", tests[0], Path(args.out).with_suffix(".png"))
+    total_cpu, total = time.process_time() - cpu0, time.perf_counter() - t0
+    write_report(Path(args.out), results, tests[0], configs, cpu, total_cpu, total, command, args, picks, n_synth,
+                 extra, gallery, work)
+    if tmp is not None:
+        tmp.cleanup()
+    print(f"wrote {args.out} ({total_cpu:.0f} s CPU, {total:.0f} s wall)")
+    return 0
+
+
+def gan_gallery(run: Path, test, path: Path) -> Path:
+    """Generated images of four test label maps (subject 0002, never seen by the GAN) beside the real ones."""
+    import torch
+
+    from learn2synth.gan_cmd import load_gan
+    from learn2synth.report import save_gallery
+    from learn2synth.synth.normalize import normalize
+
+    gan, config = load_gan(str(run))
+    n = len(test.cases)
+    picks = [n // 5, 2 * n // 5, 3 * n // 5, 4 * n // 5]
+    generator = torch.Generator().manual_seed(0)
+    labels = [torch.from_numpy(test.labels[i]).long()[None, None] for i in picks]
+    with torch.no_grad():
+        fake = [gan.generate(y, generator)[0, 0].numpy().T for y in labels]
+    real = [normalize(torch.from_numpy(test.images[i])[None, None], config.synth.normalize)[0, 0].numpy().T
+            for i in picks]
+    return save_gallery(path, {"generated (subject 0002 labels)": fake, "real": real},
+                        predictions={"label map": [y[0, 0].numpy().T for y in labels]})
+
+
+def gan_logs(run: Path) -> dict:
+    """From a gan_synth run's metrics.csv: the last GAN L1, the mean realism and synthetic weight once non-zero."""
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("gan_l1") or r.get("realism")]
+    weighted = [r for r in rows if r.get("realism")]
+    l1 = [float(r["gan_l1"]) for r in rows if r.get("gan_l1") and not r.get("loss_seg")]
+    mean = lambda k: sum(float(r[k]) for r in weighted) / len(weighted) if weighted else float("nan")  # noqa: E731
+    return {"gan_l1": l1[-1] if l1 else float("nan"), "realism": mean("realism"), "synth_weight": mean("synth_weight")}
+
+
+def gan_table(work: Path, results) -> str:
+    from learn2synth.report import markdown_table
+
+    rows = []
+    for r in results:
+        if r.method.startswith("gan_synth"):
+            logs = gan_logs(work / "runs" / f"{r.tag}_{r.method}".replace("=", ""))
+            rows.append([r.method, logs["gan_l1"], logs["realism"], logs["synth_weight"]])
+    return markdown_table(["method", "GAN L1 (end of GAN phase)", "mean realism", "mean synthetic weight"], rows)
+
+
+def write_report(out: Path, results, test, configs, cpu, total_cpu, total, command, args, picks, n_synth, extra,
+                 gallery, work: Path) -> None:
+    c, g = configs["gan_synth"], configs["gan_synth"].gan
+    segmenter_steps = configs["real"].steps
+    classes = exp_brain.CLASSES
+    lines = [
+        *common.report_head("gan_synth on OASIS: GAN-synthesized pairs vs synthseg and real, same segmenter steps",
+                            False, command),
+        f"CPU budget: {total_cpu / 60:.1f} min of CPU in total ({total / 60:.1f} min wall), one thread at nice 10; "
+        "per method (training + scoring): " + ", ".join(f"{m} {s:.0f} s" for m, s in cpu.items()) + f". "
+        f"{common.environment()}.", "",
+        "## Setting",
+        f"- Real training pairs: K = {args.k} coronal slices of OASIS subject 0001 (axis-2 indices {picks}).",
+        f"- Every method: MONAI U-Net {c.net.channels}, Adam lr {c.optim.lr}, loss {c.loss}, "
+        f"**{segmenter_steps} segmenter steps** of batch {c.batch_size} (real batch {c.real_batch_size}), random "
+        f"{c.data.shape} crops.",
+        f"- synthseg: preset `{c.synth_preset}` on {n_synth} SynthSeg label-map slices ({args.maps} maps, every "
+        f"{args.every}-th slice) plus the K real label maps. real: the K pairs, mild random deformation.",
+        f"- gan_synth: **{g.pretrain_steps} GAN steps first** (pix2pix: U-Net {g.generator_channels}, PatchGAN "
+        f"{g.discriminator_channels} channels x {g.discriminator_layers} layers, BCE + {g.l1_weight:g} L1, Adam "
+        f"{g.lr:g}), then {c.steps - g.pretrain_steps} segmenter steps: a real batch + {c.batch_size} GAN images of "
+        f"composed real label maps, weighted alpha * log(t + 1) * realism with alpha {g.alpha}, an epoch t = "
+        f"{g.epoch_steps} steps, GAN frozen. Its `steps` = GAN steps + segmenter steps. gan_synth-nogate: the same "
+        "without the realism factor (`gan.realism_weight=false`: weight alpha * log(t + 1)), an ablation.",
+        f"- Test: {len(test.cases)} brain slices of subject 0002 (every {args.test_every}-th), segmented whole.",
+        f"- Overrides on top of `configs/experiments/brain.yaml`: `{' '.join(extra)}`; gan_synth's steps are "
+        f"raised by its GAN steps (`steps={c.steps}`).", "",
+        f"## {test.name}", "", "Volume Dice per class (the slices stacked; the headline):", "",
+        common.volume_table(results, test.name, classes), "", "Per slice (Wilcoxon against synthseg):", "",
+        common.results_table(results, test.name, classes), "",
+        "## What the GAN runs logged (metrics.csv)", "",
+        "GAN L1 to the real image at the end of its phase; over the segmenter phase after the first epoch: mean "
+        "realism of the synthetic images and mean weight of their loss.", "", gan_table(work, results), "",
+        "## The GAN's images", "", f"![GAN gallery]({gallery.name})", "",
+        "Generated from subject 0002's label maps (the GAN saw only subject 0001's K slices), above the real slices "
+        "of those label maps.", "",
+        "## Reading", "", "(written by hand after the run)", "",
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
