@@ -139,3 +139,12 @@ def test_the_shipped_model_segments_a_scan_without_model_argument(tmp_path, caps
     assert seg.shape == scan.shape and np.allclose(seg.affine, affine)
     labels = np.asarray(seg.dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2, 3, 4} and not labels[scan == 0].any()
+
+
+def test_a_single_slice_is_refused_before_the_model_loads_with_the_predict_command(tmp_path, capsys):
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 1), np.float32), LIA), tmp_path / "slice.nii.gz")
+    missing_model = tmp_path / "no_model_here"  # loading it would fail: the scan check must come first
+    code, out, err = _segment(capsys, tmp_path / "slice.nii.gz", "--out", tmp_path / "seg", "--model", missing_model)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "not a 3D scan" in err and f"learn2synth predict --model {missing_model}" in err
+    assert not (tmp_path / "seg").exists()

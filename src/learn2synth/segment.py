@@ -100,10 +100,7 @@ def run_segment(args) -> int:
     set_threads(args.threads)
     if args.batch_size < 1:
         raise ConfigError("--batch-size", f"must be at least 1, got {args.batch_size}")
-    model = load_model(args.model or shipped_model_path(), args.device)
-    if model.spatial_dims == 2 and model.orientation is None:
-        print("learn2synth segment: warning: the model records no training orientation; scans are sliced as "
-              "stored", file=sys.stderr)
+    # the inputs and outputs are checked before the model loads (seconds, with torch's first use)
     inputs = list_files(args.input)
     out = Path(args.out)
     single = Path(args.input).is_file() and supported_extension(out) is not None
@@ -113,6 +110,12 @@ def run_segment(args) -> int:
     vol_path = Path(args.vol) if args.vol else None
     if vol_path is not None and vol_path.exists():
         raise InputError(vol_path, "already exists; refusing to overwrite it")
+    if len(inputs) == 1:
+        _check_3d(inputs[0], _scan_shape(inputs[0]), args.model)
+    model = load_model(args.model or shipped_model_path(), args.device)
+    if model.spatial_dims == 2 and model.orientation is None:
+        print("learn2synth segment: warning: the model records no training orientation; scans are sliced as "
+              "stored", file=sys.stderr)
     (out.parent if single else out).mkdir(parents=True, exist_ok=True)  # (mirrored sub-folders: at writing)
     values = list(range(model.n_classes)) if model.values is None else [int(v) for v in model.values]
     rows, failures = [], []
@@ -121,9 +124,7 @@ def run_segment(args) -> int:
     for source, target in bar:
         try:
             volume = read_image(source, colour=model.colour)
-            if volume.array.ndim < 3 or min(volume.array.shape[:3]) < 2:
-                raise InputError(source, f"is not a 3D scan (shape {volume.array.shape}); segment takes 3D "
-                                         "volumes (use predict for 2D images)")
+            _check_3d(source, volume.array.shape, args.model)
             labels, probs = predict_volume(model, volume, args.batch_size)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, labels, like=volume)
@@ -139,6 +140,26 @@ def run_segment(args) -> int:
     print(f"segment: {len(rows)} scan(s) into {out}" + (f", volumes in {vol_path}" if vol_path and rows else "")
           + (f"; {len(failures)} failed (listed above)" if failures else ""))
     return 2 if failures else 0
+
+
+def _check_3d(path: Path, shape: tuple | None, model: str | None) -> None:
+    """Refuse a 2D image (or a single slice) with the ``predict`` command that segments it."""
+    if shape is None or (len(shape) >= 3 and min(shape[:3]) >= 2):
+        return
+    model_arg = model or shipped_model_path()
+    raise InputError(path, f"is not a 3D scan (shape {tuple(shape)}); segment takes 3D volumes. For 2D images "
+                           f"or single slices: learn2synth predict --model {model_arg} --in {path} --out DIR")
+
+
+def _scan_shape(path: Path) -> tuple | None:
+    """The shape in a NIfTI/MGZ header, without reading the voxels (None for other formats or unreadable
+    headers: the full read reports those)."""
+    try:
+        import nibabel as nib
+
+        return tuple(nib.load(str(path)).shape)
+    except Exception:  # noqa: BLE001 - any unreadable header is reported by the full read later
+        return None
 
 
 def _write_volumes(path: Path, rows: list, names) -> None:
