@@ -102,12 +102,13 @@ class Method:
         return x, y
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One plain optimizer step of the segmenter on (x, y); returns the loss before the step.
+        """One plain optimizer step of the segmenter on (x, y); returns the loss before the step."""
+        return self.update_on(lambda p: self.loss(p, x, y))
 
-        A non-finite loss or update is not applied (see :meth:`accept`).
-        """
-        result = plain_step(self.net, self.params, self.opt, self.opt_state, lambda p: self.loss(p, x, y),
-                            reduce=self.reduce)
+    def update_on(self, loss) -> float:
+        """One plain optimizer step of the segmenter on ``loss(params)`` (any loss of the parameter dict); returns
+        the loss before the step. A non-finite loss or update is not applied (see :meth:`accept`)."""
+        result = plain_step(self.net, self.params, self.opt, self.opt_state, loss, reduce=self.reduce)
         if self.accept([result.loss], result.new_params.values()):
             self.params, self.opt_state = result.new_params, result.new_opt_state
         return result.loss
