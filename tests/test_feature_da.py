@@ -226,3 +226,14 @@ def test_adapt_from_trains_the_segmenter_on_segmentation_alone_before_it():
     adapted, _ = setup(tiny("feature_da"))
     assert "loss_adv_f" in adapted.step(0)
     assert not all(torch.equal(run.params[k], adapted.params[k]) for k in run.params)
+
+
+def test_non_finite_target_images_skip_every_update():
+    """NaN target images make every loss non-finite: D, G and the segmenter stay as they were, one skip counted."""
+    run, _ = setup(tiny("feature_da"))
+    run.real.images = [torch.full_like(x, float("nan")) for x in run.real.images]
+    before = {k: v.clone() for k, v in flat(run.state_dict()).items()}
+    run.step(0)
+    assert run.skipped == 1
+    after = flat(run.state_dict())
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -110,10 +110,10 @@ class FeatureDA(Method):
             raise ConfigError("feature_da.d_layers", f"{cfg.d_layers} layers leave fewer than 2x2 patches of a "
                                                      f"{d.shape} crop; use fewer layers or a larger data.shape")
         self.embed_net, self.classify_net, self.c_prefix = split_segmenter(self.net)
-        stride = config.net.strides[0] if config.net.strides else 2
+        self.stride = config.net.strides[0] if config.net.strides else 2  # F's features: the input / stride
         features = next(m.in_channels for m in self.classify_net.modules() if hasattr(m, "in_channels"))
         self.image_generator = build_image_generator(d.spatial_dims, features + cfg.noise_channels, cfg.g_channels,
-                                                     stride, config.net.act).to(device)
+                                                     self.stride, config.net.act).to(device)
         self.discriminator = build_discriminator(d.spatial_dims, cfg.d_channels, cfg.d_layers, d.n_classes).to(device)
         betas = tuple(cfg.betas)
         self.g_opt = torch.optim.Adam(self.image_generator.parameters(), lr=cfg.lr_g, betas=betas)
@@ -138,8 +138,7 @@ class FeatureDA(Method):
 
     def noise(self, x: Tensor) -> Tensor:
         """G's noise input for the images ``x``: N(0, 1) at the features' resolution, from the run's stream."""
-        stride = self.config.net.strides[0] if self.config.net.strides else 2
-        shape = (x.shape[0], self.config.feature_da.noise_channels, *(s // stride for s in x.shape[2:]))
+        shape = (x.shape[0], self.config.feature_da.noise_channels, *(s // self.stride for s in x.shape[2:]))
         return torch.randn(shape, generator=self.generator, device=x.device)
 
     def reconstruction_loss(self, params: dict, x: Tensor, noise: Tensor) -> Tensor:
@@ -186,12 +185,14 @@ class FeatureDA(Method):
         return {**parts, "loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
                 "loss_rec": float(rec.detach())}
 
-    @staticmethod
-    def module_step(opt: torch.optim.Optimizer, module: nn.Module, loss: Tensor) -> None:
+    def module_step(self, opt: torch.optim.Optimizer, module: nn.Module, loss: Tensor) -> None:
         """One step of ``module`` on ``loss`` alone (gradients by ``autograd.grad``, so nothing accumulates in the
-        other networks); a non-finite loss or gradient is not applied."""
+        other networks; averaged over processes like the segmenter's); a non-finite loss or gradient is not
+        applied."""
         params = list(module.parameters())
         grads = torch.autograd.grad(loss, params)
+        if self.reduce is not None:
+            grads = self.reduce(list(grads))
         if not math.isfinite(float(loss.detach())) or not all(torch.isfinite(g).all() for g in grads):
             return
         for p, g in zip(params, grads, strict=True):
