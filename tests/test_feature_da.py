@@ -231,9 +231,67 @@ def test_adapt_from_trains_the_segmenter_on_segmentation_alone_before_it():
 def test_non_finite_target_images_skip_every_update():
     """NaN target images make every loss non-finite: D, G and the segmenter stay as they were, one skip counted."""
     run, _ = setup(tiny("feature_da"))
-    run.real.images = [torch.full_like(x, float("nan")) for x in run.real.images]
+    run.target.images = [torch.full_like(x, float("nan")) for x in run.target.images]
     before = {k: v.clone() for k, v in flat(run.state_dict()).items()}
     run.step(0)
     assert run.skipped == 1
     after = flat(run.state_dict())
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def unlabeled_folder(folder, n=2, shape=(32, 32, 3)):
+    """NIfTI volumes without labels; slice 0 of each is empty (all zeros)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    volumes = []
+    for i in range(n):
+        v = (rng.random(shape) * (i + 1)).astype(np.float32)
+        v[..., 0] = 0
+        nib.save(nib.Nifti1Image(v, np.eye(4)), folder / f"t{i}.nii.gz")
+        volumes.append(v)
+    return volumes
+
+
+def test_unlabeled_target_folder_without_any_real_data(tmp_path):
+    volumes = unlabeled_folder(tmp_path / "target")
+    config = tiny("feature_da", "data.real=null", f"feature_da.target={tmp_path / 'target'}")
+    run, val = setup(config)
+    assert val is None and run.real is None
+    # the non-empty axis-2 slices, each min-max normalized on its own (synth.normalize), in file order
+    by_hand = [(s - s.min()) / (s.max() - s.min()) for v in volumes for s in np.moveaxis(v, 2, 0)[1:]]
+    assert len(run.target) == len(by_hand) == 4
+    for x, ref in zip(run.target.images, by_hand, strict=True):
+        np.testing.assert_allclose(x[0].numpy(), ref, atol=1e-6)
+    train(config, tmp_path / "run", progress=False, tensorboard=False)
+    state, start = params_of(tmp_path / "run"), load_checkpoint(tmp_path / "run" / "step_000002.pt")["state"]
+    assert any(not torch.equal(state["discriminator"][k], start["discriminator"][k]) for k in start["discriminator"])
+
+
+def test_missing_target_or_source_is_a_one_line_error(tmp_path, capsys):
+    base = ["train", "--config", str(ROOT / "configs" / "feature_da.yaml"), "--quiet"]
+    sets = [x for s in [*TINY, "data.shape=[32,32]"] for x in ("--set", s)]
+    cases = {
+        "nowhere": (["feature_da.target=" + str(tmp_path / "nowhere")], "nowhere"),
+        "no_target": (["data.real=null"], "feature_da.target"),
+        "real_source": (["feature_da.source=real"], "feature_da.source"),
+    }
+    for name, (extra, where) in cases.items():
+        code = main([*base, "--out", str(tmp_path / name), *sets, *[x for s in extra for x in ("--set", s)]])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and where in err and "Traceback" not in err, (name, err)
+        assert not (tmp_path / name).exists()
+
+
+def test_real_source_trains_on_the_real_labels(tmp_path):
+    """With source real, the labels of data.real are the source's: garbage ones change the weights (the converse
+    of test_target_labels_never_reach_a_loss)."""
+    unlabeled_folder(tmp_path / "target")
+    states = []
+    for garbage in (False, True):
+        run, _ = setup(tiny("feature_da", "feature_da.source=real", f"feature_da.target={tmp_path / 'target'}"))
+        if garbage:
+            g = torch.Generator().manual_seed(1)
+            run.real.labels = [torch.randint(0, 6, y.shape, generator=g) for y in run.real.labels]
+        run.step(0)
+        states.append(run.state_dict()["params"])
+    assert not all(torch.equal(states[0][k], states[1][k]) for k in states[0])

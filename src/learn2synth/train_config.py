@@ -181,6 +181,12 @@ class FeatureDAConfig:
     """Method feature_da (learn2synth.methods.feature_da): the generator G, the patch discriminator D, and the
     weights of each update's terms."""
 
+    # unlabeled target images (file, folder or glob; normalized and sliced like data.real); None: the images of
+    # data.real's training examples, whose labels are then not used
+    target: str | None = None
+    # the labeled source domain: "synth" (images synthesized from data.labels) or "real" (data.real's examples,
+    # with feature_da.target as the target domain)
+    source: Literal["synth", "real"] = "synth"
     g_channels: int = field(default=32, metadata={"range": (1, None)})  # G's width
     noise_channels: int = field(default=1, metadata=NON_NEGATIVE)  # N(0, 1) channels beside F's features for G
     d_channels: int = field(default=16, metadata={"range": (1, None)})  # D's first layer (doubled per layer)

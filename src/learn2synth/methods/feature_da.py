@@ -8,8 +8,10 @@ pixel classifier C is the last up-sampling block. A generator G (MONAI blocks) r
 features (plus a noise channel), and a MONAI ``PatchDiscriminator`` D gives per patch 4 domain logits
 (source-real, source-fake, target-real, target-fake) and ``n_classes`` auxiliary class logits.
 
-Source images are synthesized from label maps (as in method synthseg); target images are the real pool's images,
-whose labels are dropped where they are drawn and never reach a loss. Each step updates, in the paper's order:
+Source images are synthesized from label maps (as in method synthseg; ``feature_da.source: real`` takes data.real's
+labeled examples instead); target images are the unlabeled images of ``feature_da.target``, or by default the
+images of data.real's training examples, whose labels are left behind (the target pool holds images only) and never
+reach a loss. Each step updates, in the paper's order:
 
 - D: the four streams toward their own index (:data:`D_TARGETS`) + the auxiliary classes of source-real patches;
 - G: L1 reconstruction of both domains + source-fake as source-real, target-fake as target-real
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..data import ImagePool, load_image_pool
 from ..errors import ConfigError
 from ..losses import one_hot
 from .base import Method
@@ -101,11 +104,23 @@ def patch_grid(size: int, layers: int) -> int:
 
 
 class FeatureDA(Method):
-    """The segmenter (F and C), the image generator G and the discriminator D, each of G and D with its Adam."""
+    """The segmenter (F and C), the image generator G and the discriminator D, each of G and D with its Adam,
+    and the target images."""
+
+    uses_real = False  # the target images come from feature_da.target or data.real, checked below
 
     def __init__(self, config, data, generator, device, reduce=None):
         super().__init__(config, data, generator, device, reduce)
         cfg, d = config.feature_da, config.data
+        if cfg.source == "real" and (data.real is None or cfg.target is None):
+            raise ConfigError("feature_da.source", "'real' needs labeled source examples (data.real) and the target "
+                                                   "domain's images (feature_da.target)")
+        if cfg.target is not None:
+            self.target = load_image_pool(cfg.target, d.spatial_dims, d.slice_axis, config.synth.normalize, d.colour)
+        elif data.real is not None:
+            self.target = ImagePool(data.real.images)  # images only: the labels stay behind
+        else:
+            raise ConfigError("feature_da.target", "needs unlabeled target images: set it or data.real")
         if patch_grid(min(d.shape), cfg.d_layers) < 2:
             raise ConfigError("feature_da.d_layers", f"{cfg.d_layers} layers leave fewer than 2x2 patches of a "
                                                      f"{d.shape} crop; use fewer layers or a larger data.shape")
@@ -147,8 +162,8 @@ class FeatureDA(Method):
 
     def step(self, step: int) -> dict:
         cfg = self.config.feature_da
-        xs, ys = self.synth_batch()
-        xt, _ = self.real_batch()  # target images: their labels are dropped here and never reach a loss
+        xs, ys = self.synth_batch() if cfg.source == "synth" else self.real_batch(augment=True)
+        xt = self.target.batch(self.config.real_batch_size, self.config.data.shape, self.generator).to(self.device)
         zs, zt = self.noise(xs), self.noise(xt)
         with torch.no_grad():
             fs, ft = self.embed(self.params, xs), self.embed(self.params, xt)
