@@ -37,7 +37,7 @@ METHODS = {
     "synthseg": ["method=synthseg", "data.real=null"],
     "feature_da": ["method=feature_da"],
 }
-QUICK_SETS = ["steps=4", "batch_size=2", "real_batch_size=2", "net.channels=[8,16,32]"]
+QUICK_SETS = ["steps=4", "batch_size=2", "real_batch_size=2"]
 
 
 def prepare(args, work: Path):
@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
                         help="extra config override for every method (repeatable)")
+    parser.add_argument("--from-model", help="start both methods from this checkpoint ('shipped': the shipped brain "
+                                             "model) with its synthesis settings (learn2synth.adapt.adapt_config)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps, few maps and test slices")
     parser.add_argument("--work", help="keep runs and prepared data here (resumable)")
     parser.add_argument("--out", default=str(common.REPO / "benchmarks" / "results" / "feature_da.md"))
@@ -95,24 +97,37 @@ def main(argv=None) -> int:
     from learn2synth.train_config import load_train_config
 
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="exp_feature_da_") as tmp:
         work = Path(args.work or tmp).resolve()
         work.mkdir(parents=True, exist_ok=True)
         data_sets, test, n_synth, n_target = prepare(args, work)
+        manifest = work / f"target_{args.contrast}.yaml"  # written by prepare
         extra = [f"steps={args.steps}", f"data.shape=[{args.shape},{args.shape}]", f"threads={args.threads}",
-                 f"seed={args.seed}", *(QUICK_SETS if args.quick else []), *args.sets]
+                 f"seed={args.seed}", *(QUICK_SETS if args.quick else []),
+                 *(["net.channels=[8,16,32]"] if args.quick and not args.from_model else []), *args.sets]
 
         def build(method):
+            if args.from_model:
+                return adapt_config(model, manifest, sets=[*data_sets, "data.val_fraction=0", *METHODS[method], *extra])
             return load_train_config(CONFIG, [*data_sets, *METHODS[method], *extra])
 
-        results = common.run_methods(methods, build, [test], work, len(CLASSES) + 1, tag=f"seed={args.seed}")
+        if args.from_model:
+            from learn2synth.adapt import adapt_config
+            from learn2synth.segment import shipped_model_path
+
+            model = shipped_model_path() if args.from_model == "shipped" else Path(args.from_model)
+
+        fixed = {"start": model} if args.from_model else {}  # the model as it is, scored without training
+        results = common.run_methods([*fixed, *methods], build, [test], work, len(CLASSES) + 1,
+                                     tag=f"seed={args.seed}", fixed=fixed)
         config = build("feature_da")
-        write_report(args, argv, results, test, config, extra, n_synth, n_target, time.perf_counter() - t0)
+        write_report(args, argv, results, test, config, extra, n_synth, n_target, time.perf_counter() - t0,
+                     time.process_time() - cpu0)
     return 0
 
 
-def write_report(args, argv, results, test, config, extra, n_synth, n_target, seconds) -> None:
+def write_report(args, argv, results, test, config, extra, n_synth, n_target, seconds, cpu) -> None:
     out = Path(args.out)
     f = config.feature_da
     times = ", ".join(f"{r.method} {r.seconds / 60:.1f} min ({r.seconds / config.steps:.2f} s/step)" for r in results)
@@ -120,8 +135,12 @@ def write_report(args, argv, results, test, config, extra, n_synth, n_target, se
         *common.report_head(f"feature_da vs synthseg on an unseen contrast ({args.contrast}), same step budget",
                             args.quick, common.command_line(__file__, argv)),
         f"- CPU budget: {config.steps} steps per method, batch {config.batch_size} of {config.data.shape} crops, "
-        f"{args.threads} thread(s) at nice 10; training time {times}; {seconds / 60:.1f} min in all "
-        f"(data preparation and testing included). {common.environment()}.",
+        f"{args.threads} thread(s) at nice 10; training time (wall) {times}; {seconds / 60:.1f} min wall and "
+        f"{cpu / 60:.1f} min CPU (this process) in all, data preparation and testing included. "
+        f"{common.environment()}.",
+        *([f"- Both methods start from `{config.init_from}` (`learn2synth.adapt.adapt_config`: the model's network "
+           "and synthesis settings; Adam lr "
+           f"{config.optim.lr})."] if args.from_model else []),
         f"- Segmenter (both): MONAI U-Net {config.net.channels}, {config.net.act}, Adam lr {config.optim.lr}, "
         f"loss {config.loss}; synthesis preset `{config.synth_preset}` from {n_synth} SynthSeg label-map slices "
         f"(every {args.every}-th brain slice of {args.maps} maps, extra-cerebral labels set to background).",
