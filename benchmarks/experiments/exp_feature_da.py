@@ -152,7 +152,8 @@ def write_report(args, argv, results, test, config, extra, n_synth, n_target, se
         f"{f.adapt_from}; G/D Adam lr {f.lr_g}/{f.lr_d}, betas {f.betas}.",
         f"- Test: {len(test.cases)} coronal brain slices of OAS1_0002 in `{args.contrast}` (every "
         f"{args.test_every}-th), segmented whole by `learn2synth.inference.predict_array`.",
-        f"- Overrides on top of `configs/experiments/brain.yaml`: `{' '.join(extra)}`.", "",
+        f"- Overrides on top of {'the model config' if args.from_model else '`configs/experiments/brain.yaml`'}: "
+        f"`{' '.join(extra)}`.", "",
         "## Volume Dice per class (headline)", "", common.volume_table(results, test.name, CLASSES), "",
         "## Per slice (Wilcoxon over slices against synthseg)", "",
         common.results_table(results, test.name, CLASSES), "",
