@@ -37,6 +37,18 @@ def crop_or_pad(x: torch.Tensor, corner: Sequence[int], size: Sequence[int]) -> 
     return torch.nn.functional.pad(x, pad) if any(pad) else x
 
 
+def random_crops(n: int, size: Sequence[int], generator: torch.Generator, *examples: list[torch.Tensor]):
+    """``n`` random picks of the examples, each cropped (or padded) at one random corner in every list of
+    ``examples`` (images and labels of one example stay aligned); one stacked batch per list."""
+    picks = torch.randint(len(examples[0]), (n,), generator=generator).tolist()
+    crops = [[] for _ in examples]
+    for i in picks:
+        corner = random_crop_params(examples[0][i].shape[1:], size, generator)
+        for out, items in zip(crops, examples, strict=True):
+            out.append(crop_or_pad(items[i], corner, size))
+    return [torch.stack(c) for c in crops]
+
+
 @dataclass
 class LabelPool:
     """Label maps (each (1, *spatial)) for synthesis, stored compactly (int16 when the values fit, cropped to
@@ -83,13 +95,8 @@ class RealPool:
         return len(self.images)
 
     def batch(self, n: int, size: Sequence[int], generator: torch.Generator):
-        picks = torch.randint(len(self.images), (n,), generator=generator).tolist()
-        xs, ys = [], []
-        for i in picks:
-            corner = random_crop_params(self.images[i].shape[1:], size, generator)
-            xs.append(crop_or_pad(self.images[i], corner, size))
-            ys.append(crop_or_pad(self.labels[i], corner, size))
-        return torch.stack(xs), torch.stack(ys)
+        x, y = random_crops(n, size, generator, self.images, self.labels)
+        return x, y
 
     def subset(self, keep: Sequence[int]) -> RealPool:
         return RealPool([self.images[i] for i in keep], [self.labels[i] for i in keep],
@@ -107,6 +114,20 @@ class RealPool:
         train = [i for i, s in enumerate(self.subjects) if s not in val_subjects]
         val = [i for i, s in enumerate(self.subjects) if s in val_subjects]
         return self.subset(train), self.subset(val)
+
+
+@dataclass
+class ImagePool:
+    """Unlabeled images, each (1, *spatial), handed out as batches of random crops (the same draws as
+    :meth:`RealPool.batch`, without labels)."""
+
+    images: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, n: int, size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        return random_crops(n, size, generator, self.images)[0]
 
 
 def _as_examples(array: np.ndarray, spatial_dims: int, axis: int, path, keep=None) -> list[np.ndarray]:
@@ -225,3 +246,18 @@ def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: st
             subjects.append(subject)
     return RealPool(images, labels, subjects)
 
+
+def load_image_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str,
+                    colour: str = "refuse") -> ImagePool:
+    """Read, check and normalize every image of ``source`` (file, folder or glob), without labels; for a 2D
+    network, 3D volumes are cut into the slices holding some non-zero voxel."""
+    from .io import check_image, list_files, read_image
+    from .synth.normalize import normalize
+
+    images = []
+    for path in list_files(source):
+        image = check_image(read_image(path, colour=colour).array, path)
+        for x in _as_examples(image, spatial_dims, axis, path, keep=image != 0):
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+            images.append(normalize(x, normalize_kind)[0])
+    return ImagePool(images)

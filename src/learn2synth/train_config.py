@@ -215,6 +215,37 @@ class GanConfig:
 
 
 @dataclass
+class FeatureDAConfig:
+    """Method feature_da (learn2synth.methods.feature_da): the generator G, the patch discriminator D, and the
+    weights of each update's terms."""
+
+    # unlabeled target images (file, folder or glob; normalized and sliced like data.real); None: the images of
+    # data.real's training examples, whose labels are then not used
+    target: str | None = None
+    # the labeled source domain: "synth" (images synthesized from data.labels) or "real" (data.real's examples,
+    # with feature_da.target as the target domain)
+    source: Literal["synth", "real"] = "synth"
+    g_channels: int = field(default=32, metadata={"range": (1, None)})  # G's width
+    noise_channels: int = field(default=1, metadata=NON_NEGATIVE)  # N(0, 1) channels beside F's features for G
+    d_channels: int = field(default=16, metadata={"range": (1, None)})  # D's first layer (doubled per layer)
+    d_layers: int = field(default=3, metadata={"range": (1, None)})  # D's down-sampling layers (patch size)
+    lr_g: float = field(default=2e-4, metadata=POSITIVE)
+    lr_d: float = field(default=2e-4, metadata=POSITIVE)
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999], metadata={"range": (0, 1), "open": "high"})
+    rec_weight: float = field(default=1.0, metadata=NON_NEGATIVE)  # G: L1 reconstruction of both domains
+    adv_weight_g: float = field(default=1.0, metadata=NON_NEGATIVE)  # G: fakes as the reals of their domain
+    aux_weight_g: float = field(default=1.0, metadata=NON_NEGATIVE)  # G: classes of source-fake patches
+    aux_weight_d: float = field(default=1.0, metadata=NON_NEGATIVE)  # D: classes of source-real patches
+    adv_weight_f: float = field(default=0.1, metadata=NON_NEGATIVE)  # F: fakes as the reals of the other domain
+    aux_weight_f: float = field(default=0.1, metadata=NON_NEGATIVE)  # F: classes of source-fake patches
+    adapt_from: int = field(default=0, metadata=NON_NEGATIVE)  # F trains on segmentation alone before this step
+
+    def validate(self):
+        if len(self.betas) != 2:
+            raise ConfigError("betas", f"needs two values (beta1, beta2), got {self.betas}")
+
+
+@dataclass
 class TrainConfig:
     method: MethodName = "learn2synth"
     seed: int = 0
@@ -237,6 +268,7 @@ class TrainConfig:
     augmenter: AugmenterConfig = field(default_factory=AugmenterConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    feature_da: FeatureDAConfig = field(default_factory=FeatureDAConfig)
     log_every: int = field(default=10, metadata={"range": (1, None)})
     val_every: int = field(default=100, metadata={"range": (1, None)})
     checkpoint_every: int = field(default=100, metadata={"range": (1, None)})

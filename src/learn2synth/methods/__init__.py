@@ -17,6 +17,7 @@ METHODS: dict[str, str] = {
     "finetune": "finetune:Finetune",
     "learn2synth": "learn2synth:Learn2Synth",
     "gan_synth": "gan_synth:GanSynth",
+    "feature_da": "feature_da:FeatureDA",
 }
 
 
