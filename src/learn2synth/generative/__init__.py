@@ -1,0 +1,1 @@
+"""Learned generators used as synthesis sources (built from MONAI generative networks)."""
