@@ -170,6 +170,7 @@ def run_sample(args) -> int:
     import torch
 
     from .generative.checkpoints import load_generator
+    from .generative.data import read_style_image
     from .synth_cmd import commit_output_dir, prepare_output_dir
 
     if args.n < 1:
@@ -183,7 +184,7 @@ def run_sample(args) -> int:
         rows, write = _sample_labels(model, args, generator)
     else:
         labels = _read_labels(args.labels, model.config)
-        style = _read_style(args.style, model.config) if args.style else None
+        style = read_style_image(args.style, model.config) if args.style else None
         out = prepare_output_dir(args.out)
         rows, write = _render(model, labels, style, args, generator)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -227,27 +228,6 @@ def _read_labels(source, config):
     if top >= config.n_classes:
         raise InputError(source, f"holds class {top}, but the model renders classes 0..{config.n_classes - 1}")
     return torch.stack([fit_label(m.long(), config.shape, config.n_classes) for m in pool.maps])
-
-
-def _read_style(path, config):
-    """One style image (1, 1, *shape), normalized as in training (a 3D volume's middle slice for a 2D model)."""
-    import numpy as np
-    import torch
-
-    from .generative.data import fit_image
-    from .io import check_image, read_image, squeeze_2d
-    from .synth import normalize
-
-    array = read_image(path).array
-    if array.ndim == 3 and 1 in array.shape:
-        array = squeeze_2d(array)
-    array = check_image(array, path)
-    if array.ndim == 3 and config.spatial_dims == 2:
-        array = np.take(array, array.shape[config.slice_axis] // 2, axis=config.slice_axis)
-    if array.ndim != config.spatial_dims:
-        raise InputError(path, f"has shape {array.shape}, the model renders {config.spatial_dims}D images")
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    return fit_image(normalize(x, config.normalize)[0], config.shape)[None]
 
 
 def _render(model, labels, style, args, generator):

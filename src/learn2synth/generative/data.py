@@ -119,3 +119,24 @@ class PairSource:
         content = normalize_minmax(apply_gmm(labels[:n], gmm).clamp_min(0))
         style = normalize_minmax(apply_gmm(labels[n:], other).clamp_min(0))
         return content, labels[:n], style
+
+
+def read_style_image(path, config) -> torch.Tensor:
+    """One style image file as (1, 1, *config.shape), normalized as the SPADE run's training images
+    (``config.normalize``); a 3D volume gives its middle slice along ``config.slice_axis`` for a 2D model."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..io import check_image, read_image, squeeze_2d
+    from ..synth import normalize
+
+    array = read_image(path).array
+    if array.ndim == 3 and 1 in array.shape:
+        array = squeeze_2d(array)
+    array = check_image(array, path)
+    if array.ndim == 3 and config.spatial_dims == 2:
+        array = np.take(array, array.shape[config.slice_axis] // 2, axis=config.slice_axis)
+    if array.ndim != config.spatial_dims:
+        raise InputError(path, f"has shape {array.shape}, the model renders {config.spatial_dims}D images")
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    return fit_image(normalize(x, config.normalize)[0], config.shape)[None]

@@ -16,6 +16,7 @@ METHODS: dict[str, str] = {
     "mixed": "mixed:Mixed",
     "finetune": "finetune:Finetune",
     "learn2synth": "learn2synth:Learn2Synth",
+    "spade": "spade:Spade",
 }
 
 
