@@ -114,6 +114,20 @@ def test_fit_label_keeps_the_majority_class_of_each_block_and_pads_to_a_square()
     assert fit_label(wide, [4, 4], 3).tolist() == [[[0, 0, 0, 0], [1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0]]]
 
 
+def test_label_source_resizes_the_mapped_non_zero_part_of_each_map():
+    from learn2synth.data import LabelPool
+    from learn2synth.io import LabelMapping
+
+    raw = torch.zeros(1, 12, 12, dtype=torch.long)
+    raw[0, :, :] = 9  # a "head" label the mapping sends to background
+    raw[0, 2:4, 6:10] = 3  # the "brain": 2 x 4 voxels, left half class 1, right half class 2
+    raw[0, 2:4, 8:10] = 4
+    source = LabelSource(LabelPool([raw]), [4, 4], 3, LabelMapping({3: 1, 4: 2}))
+    out = source.batch(1, torch.Generator().manual_seed(0))
+    # cropped to the 2 x 4 brain, padded to 4 x 4 (a zero row above and below), resized 4 -> 4
+    assert out.tolist() == [[[[0, 0, 0, 0], [1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0]]]]
+
+
 def test_losses_drop_on_a_fixed_batch():
     torch.manual_seed(0)
     run = labelgen((16, 16), ae_steps=40, diffusion_steps=0, ae_lr=3e-3)

@@ -7,8 +7,10 @@ rendered with one intensity draw per volume (:func:`learn2synth.synth.sample_gmm
 generator passed in, so a resumed run draws the same batches.
 
 Whole slices are wanted (a label generator that only ever sees crops makes crops), so by default each example is
-zero-padded to a square (cube) around its centre and resized to ``shape``: label maps by averaging their one-hot
-maps over each output voxel (``area``) and taking the most frequent class, images by ``area`` averaging.
+cropped to the bounding box of its non-zero classes (the brain, once non-brain labels map to background; for
+(image, label) pairs, of the label map), zero-padded to a square (cube) around its centre and resized to
+``shape``: label maps by averaging their one-hot maps over each output voxel (``area``) and taking the most
+frequent class, images by ``area`` averaging.
 ``fit="crop"`` takes random crops instead, like the segmentation methods.
 """
 
@@ -32,6 +34,15 @@ def _square(x: torch.Tensor) -> torch.Tensor:
     """Zero-pad (C, *spatial) to a square/cube, centred."""
     side = max(x.shape[1:])
     return crop_or_pad(x, [0] * (x.ndim - 1), [side] * (x.ndim - 1))
+
+
+def crop_to(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` (C, *spatial) cropped to the bounding box of ``mask`` (*spatial) (unchanged if the mask is empty)."""
+    nonzero = mask.nonzero()
+    if not len(nonzero):
+        return x
+    lo, hi = nonzero.min(0).values.tolist(), (nonzero.max(0).values + 1).tolist()
+    return x[(slice(None), *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
 
 
 def fit_label(label: torch.Tensor, shape: Sequence[int], n_classes: int) -> torch.Tensor:
@@ -64,8 +75,8 @@ class LabelSource:
             out = self.pool.batch(n, self.shape, generator)
             return self._classes(out)
         picks = torch.randint(len(self.pool.maps), (n,), generator=generator).tolist()
-        return torch.stack([fit_label(self._classes(self.pool.maps[i].long()), self.shape, self.n_classes)
-                            for i in picks])
+        maps = [self._classes(self.pool.maps[i].long()) for i in picks]
+        return torch.stack([fit_label(crop_to(m, m[0] > 0), self.shape, self.n_classes) for m in maps])
 
     def _classes(self, labels: torch.Tensor) -> torch.Tensor:
         labels = self.mapping(labels) if self.mapping is not None else labels
@@ -107,6 +118,7 @@ class PairSource:
         if self.fit == "crop":
             corner = random_crop_params(image.shape[1:], self.shape, generator)
             return crop_or_pad(image, corner, self.shape), crop_or_pad(label, corner, self.shape)
+        image, label = crop_to(image, label[0] > 0), crop_to(label, label[0] > 0)
         return fit_image(image, self.shape), fit_label(label, self.shape, self.n_classes)
 
     def _phantoms(self, n, generator):
