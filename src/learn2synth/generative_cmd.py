@@ -91,7 +91,7 @@ def _check_classes(source, config) -> None:
     """Refuse label maps whose classes (after the mapping) do not fit n_classes, before training."""
     try:
         for m in source.pool.maps if source.pool is not None else []:
-            source._classes(m.long())
+            source.classes(m.long())
     except ValueError as e:
         raise InputError(config.labels, str(e)) from None
 

@@ -73,12 +73,13 @@ class LabelSource:
             return phantom_labels(n, self.shape, self.n_classes, generator=generator)
         if self.fit == "crop":
             out = self.pool.batch(n, self.shape, generator)
-            return self._classes(out)
+            return self.classes(out)
         picks = torch.randint(len(self.pool.maps), (n,), generator=generator).tolist()
-        maps = [self._classes(self.pool.maps[i].long()) for i in picks]
+        maps = [self.classes(self.pool.maps[i].long()) for i in picks]
         return torch.stack([fit_label(crop_to(m, m[0] > 0), self.shape, self.n_classes) for m in maps])
 
-    def _classes(self, labels: torch.Tensor) -> torch.Tensor:
+    def classes(self, labels: torch.Tensor) -> torch.Tensor:
+        """Stored label values -> classes (through the mapping); ValueError names a class >= n_classes."""
         labels = self.mapping(labels) if self.mapping is not None else labels
         if int(labels.max()) >= self.n_classes:
             raise ValueError(f"label maps hold class {int(labels.max())} but n_classes is {self.n_classes}; "
