@@ -1,4 +1,4 @@
-"""Command line: ``learn2synth synth | train | adapt | demo | predict | evaluate | segment | gan``.
+"""Command line: ``learn2synth synth | train | adapt | demo | predict | evaluate | segment | gan | labelgen | spade``.
 
 Heavy imports (torch, nibabel, matplotlib) happen inside the commands so ``--help`` is instant. Errors a user
 can fix print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     _segment_parser(sub)
     _gan_parser(sub)
+    from .generative_cmd import add_generator_parsers  # light: argparse only
+
+    add_generator_parsers(sub, _add_common)
     return parser
 
 
@@ -278,7 +281,8 @@ def main(argv=None) -> int:
     except Learn2SynthError as e:
         if args.debug:
             raise
-        print(f"learn2synth {args.command}: error: {e}", file=sys.stderr)
+        command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+        print(f"learn2synth {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"learn2synth {args.command}: interrupted", file=sys.stderr)

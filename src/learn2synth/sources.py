@@ -49,14 +49,40 @@ def _shard(items: list, info: DistInfo) -> list:
 
 
 def label_pool(config, progress: bool = False) -> LabelPool:
-    """The label maps of ``data.labels``: procedural phantoms (their own random stream), files, or none."""
+    """The label maps of ``data.labels``: procedural phantoms (their own random stream), files, maps sampled from
+    a trained label generator (``labelgen:RUN``, :func:`generated_labels`), or none."""
     d = config.data
     if d.labels is None:
         return LabelPool([])
     if d.labels == "phantom":
         g = torch.Generator().manual_seed(derive_seed(config.seed, "phantoms"))
         return LabelPool(list(phantom_labels(d.phantom_count, d.shape, d.n_classes, generator=g)))
+    if d.labels.startswith(GENERATED):
+        return generated_labels(config)
     return load_label_pool(d.labels, d.spatial_dims, d.slice_axis, progress=progress)
+
+
+GENERATED = "labelgen:"
+
+
+def generated_labels(config, chunk: int = 16) -> LabelPool:
+    """``data.phantom_count`` label maps sampled (own random stream) from the label generator run named by
+    ``data.labels: labelgen:RUN``; they hold classes 0..n_classes-1 already (no ``data.label_mapping``)."""
+    from .generative.checkpoints import load_generator
+
+    d = config.data
+    path = d.labels[len(GENERATED):]
+    model = load_generator(path, "labelgen")
+    c = model.config
+    if (c.n_classes, c.spatial_dims) != (d.n_classes, d.spatial_dims):
+        raise InputError(path, f"generates {c.spatial_dims}D maps of {c.n_classes} classes, the config trains "
+                               f"{d.spatial_dims}D with data.n_classes {d.n_classes}")
+    if d.label_mapping:
+        raise ConfigError("data.label_mapping", "generated label maps hold classes already: leave it unset")
+    g = torch.Generator().manual_seed(derive_seed(config.seed, "generated_labels"))
+    maps = [m for k in range(0, d.phantom_count, chunk)
+            for m in model.sample(min(chunk, d.phantom_count - k), g)]
+    return LabelPool(maps)
 
 
 def real_pools(config, synth: Synthesizer) -> tuple[RealPool | None, RealPool | None]:

@@ -40,7 +40,8 @@ class DataConfig:
     shape: list[int] = field(default_factory=lambda: [64, 64], metadata={"range": (8, None)})
     n_classes: int = field(default=6, metadata={"range": (2, None)})
     class_names: list[str] | None = None  # one name per class, for tables (e.g. segment --vol)
-    # label maps for synthesis: "phantom" or a file / folder / glob
+    # label maps for synthesis: "phantom", a file / folder / glob, or "labelgen:RUN" (maps sampled from a trained
+    # label generator, learn2synth labelgen train; phantom_count of them)
     # ("real" needs none: it defaults to None there)
     labels: str | None = "phantom"
     phantom_count: int = field(default=64, metadata={"range": (1, None)})
@@ -246,6 +247,14 @@ class FeatureDAConfig:
 
 
 @dataclass
+class SpadeMethodConfig:
+    """Method ``spade``: images rendered from the label maps by a trained SPADE generator."""
+
+    model: str | None = None  # run folder or checkpoint of `learn2synth spade train`
+    style: list[str] = field(default_factory=list)  # style images, one drawn per item; empty: codes from N(0, 1)
+
+
+@dataclass
 class TrainConfig:
     method: MethodName = "learn2synth"
     seed: int = 0
@@ -269,6 +278,7 @@ class TrainConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     feature_da: FeatureDAConfig = field(default_factory=FeatureDAConfig)
+    spade: SpadeMethodConfig = field(default_factory=SpadeMethodConfig)
     log_every: int = field(default=10, metadata={"range": (1, None)})
     val_every: int = field(default=100, metadata={"range": (1, None)})
     checkpoint_every: int = field(default=100, metadata={"range": (1, None)})

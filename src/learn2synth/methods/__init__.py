@@ -18,6 +18,7 @@ METHODS: dict[str, str] = {
     "learn2synth": "learn2synth:Learn2Synth",
     "gan_synth": "gan_synth:GanSynth",
     "feature_da": "feature_da:FeatureDA",
+    "spade": "spade:Spade",
 }
 
 
