@@ -10,7 +10,14 @@ import torch
 from learn2synth.checkpoint import load_checkpoint
 from learn2synth.cli import main
 from learn2synth.generative.compose import compose_masks
-from learn2synth.generative.pix2pix import Pix2Pix, Pix2PixTrainer, realism, schedule_factor
+from learn2synth.generative.pix2pix import (
+    Pix2Pix,
+    Pix2PixTrainer,
+    clipped_bce_realism,
+    percentile,
+    realism,
+    schedule_factor,
+)
 from learn2synth.synth import phantom_labels
 from learn2synth.train import restore, setup, train
 from learn2synth.train_config import load_train_config
@@ -60,17 +67,51 @@ def test_schedule_is_alpha_log_epoch_plus_one_and_zero_in_the_first_epoch():
     assert schedule_factor(25, 10, 0.5) * 0.8 == pytest.approx(0.4394449, abs=1e-7)  # times a realism of 0.8
 
 
-def test_realism_is_one_minus_clipped_bce_in_unit_range_and_monotone():
+def test_clipped_bce_realism_is_one_minus_clipped_bce_in_unit_range_and_monotone():
     # hand values: 1 - ln(1 + e^-z); z = 0 -> 1 - 0.6931472, z = 2 -> 1 - 0.1269280, z = -1 -> BCE 1.313 clipped -> 0
     z = torch.tensor([0.0, 2.0, -1.0]).reshape(3, 1, 1, 1).expand(3, 1, 4, 4)
-    assert realism(z).tolist() == pytest.approx([0.3068528, 0.8730720, 0.0], abs=1e-6)
+    assert clipped_bce_realism(z).tolist() == pytest.approx([0.3068528, 0.8730720, 0.0], abs=1e-6)
     # patches averaged before clipping: z = (0, 2) -> 1 - (0.6931472 + 0.1269280) / 2
-    assert float(realism(torch.tensor([0.0, 2.0]).reshape(1, 1, 1, 2))) == pytest.approx(0.5899624, abs=1e-6)
+    two = torch.tensor([0.0, 2.0]).reshape(1, 1, 1, 2)
+    assert float(clipped_bce_realism(two)) == pytest.approx(0.5899624, abs=1e-6)
     sweep = torch.linspace(-10, 10, 401).reshape(-1, 1, 1, 1)
-    r = realism(sweep)
+    r = clipped_bce_realism(sweep)
     assert r.min() >= 0 and r.max() <= 1 and r[0] == 0 and r[-1] > 0.9999
     assert (r.diff() >= 0).all()
     assert (r[sweep.flatten() > -0.5].diff() > 0).all()  # strictly increasing where the BCE is below 1
+
+
+def test_rank_realism_hand_values_unit_range_and_monotone_in_the_logit():
+    # per-image score = mean patch logit: (-4, -2) -> -3; (0, -2) -> -1; (-2, -2) -> -2; (-1, -1) -> -1
+    fake = torch.tensor([[-4.0, -2.0], [0.0, -2.0], [-2.0, -2.0], [-1.0, -1.0]]).reshape(4, 1, 1, 2)
+    # batch_rank: fraction of the 4 scores at or below each: -3 -> 1/4, -1 -> 4/4 (tie counts), -2 -> 2/4
+    assert realism("batch_rank", fake).tolist() == [0.25, 1.0, 0.5, 1.0]
+    # real_rank against real scores (-2.5, -1.5, 0.5, 2): -3 -> 0, -1 -> 2/4, -2 -> 1/4
+    real = torch.tensor([-2.5, -1.5, 0.5, 2.0]).reshape(4, 1, 1, 1)
+    assert realism("real_rank", fake, real).tolist() == [0.0, 0.5, 0.25, 0.5]
+    assert realism("clipped_bce", fake).tolist() == clipped_bce_realism(fake).tolist()
+    # a discriminator that has won (every fake far below every real): the absolute score and real_rank are 0 for
+    # all, the batch rank still orders the fakes and gives the most realistic one full weight
+    won = torch.tensor([-9.0, -6.0, -8.0]).reshape(3, 1, 1, 1)
+    assert clipped_bce_realism(won).tolist() == [0.0] * 3
+    assert realism("real_rank", won, real).tolist() == [0.0] * 3
+    assert realism("batch_rank", won).tolist() == pytest.approx([1 / 3, 1.0, 2 / 3])
+    # raising one image's logit (the others fixed) never lowers its realism; always in [0, 1]
+    g = torch.Generator().manual_seed(0)
+    for mode in ("batch_rank", "real_rank"):
+        base = torch.randn(6, 1, 2, 2, generator=g)
+        previous = None
+        for z in torch.linspace(-5, 5, 41):
+            logits = base.clone()
+            logits[0] = z
+            r = realism(mode, logits, real)
+            assert 0 <= r.min() and r.max() <= 1
+            assert previous is None or r[0] >= previous
+            previous = r[0]
+        assert previous == 1  # the highest logit of the batch (and above every real score) -> 1
+    # percentile against an independent count
+    s, ref = torch.randn(20, generator=g), torch.randn(7, generator=g)
+    assert percentile(s, ref).tolist() == pytest.approx([sum(float(x) <= float(v) for x in ref) / 7 for v in s])
 
 
 # ---- mask composition -------------------------------------------------------------------------------------------
@@ -127,7 +168,7 @@ def test_generator_takes_any_size_in_2d_and_3d():
         labels = torch.randint(3, (2, 1, *shape), generator=torch.Generator().manual_seed(0))
         image = gan.generate(labels, torch.Generator().manual_seed(0))
         assert image.shape == labels.shape and 0 < image.min() and image.max() < 1
-        assert gan.realism(labels, image).shape == (2,)
+        assert gan.scores(labels, image).shape == (2,)
 
 
 # ---- the method in training -------------------------------------------------------------------------------------
@@ -150,6 +191,8 @@ def test_train_cli_runs_the_gan_phase_then_the_weighted_segmenter_phase(tmp_path
         realism = float(r["realism"]) if gate == "true" else 1.0  # without the gate: alpha * log(t + 1) alone
         assert weight == pytest.approx(0.5 * math.log(t + 1) * realism, rel=1e-4)
     assert gate == "false" or any(float(r["realism"]) > 0 for r in log[4:])  # the gate was not trivially 0
+    # batch_rank (the default) gives every image at least 1/B (B = 2): none is zeroed
+    assert gate == "false" or all(float(r["realism_min"]) >= 0.5 for r in log[4:])
     init, _ = setup(tiny("steps=8"))
     after_gan, end = (load_checkpoint(out / f"step_{s:06d}.pt")["state"] for s in (2, 8))
     assert_same_state(after_gan["params"], init.state_dict()["params"])  # phase 1 leaves the segmenter alone

@@ -26,6 +26,7 @@ import exp_brain  # noqa: E402
 
 # the segmenter's budget and the crop size are the same for every method; only these sets differ
 METHODS = {"synthseg": ["method=synthseg"], "real": ["method=real"], "gan_synth": ["method=gan_synth"],
+           "gan_synth-clipped": ["method=gan_synth", "gan.realism=clipped_bce"],
            "gan_synth-nogate": ["method=gan_synth", "gan.realism_weight=false"]}
 BUDGET = ["steps=300", "data.shape=[64,64]", "batch_size=8", "real_batch_size=8", "gan.pretrain_steps=200",
           "gan.epoch_steps=50", "gan.alpha=0.5"]
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--test-every", type=int, default=2, help="score every n-th brain slice of subject 0002")
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE",
                         help="extra config override for every method (repeatable)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="run only these (default: all)")
     parser.add_argument("--out", default=str(common.REPO / "benchmarks" / "results" / "gan_synth.md"))
     parser.add_argument("--work", help="keep runs and prepared data here instead of a temporary folder")
     args = parser.parse_args(argv)
@@ -58,18 +61,21 @@ def main(argv=None) -> int:
     data_sets, picks = sets_by_k[args.k]
     extra = [*BUDGET, "threads=1", *args.sets]
     configs = {m: load_train_config(exp_brain.CONFIG, [*data_sets, *s, *extra]) for m, s in METHODS.items()}
-    for name in ("gan_synth", "gan_synth-nogate"):  # the same segmenter steps after the GAN's
-        configs[name].steps += configs[name].gan.pretrain_steps
+    for name in METHODS:  # the same segmenter steps after the GAN's
+        if name.startswith("gan_synth"):
+            configs[name].steps += configs[name].gan.pretrain_steps
     results, cpu = [], {}
-    for method in METHODS:
+    for method in args.methods:
         c0 = time.process_time()
         results += common.run_methods([method], configs.__getitem__, tests[:1], work, n_classes=5, tag=f"K={args.k}")
         cpu[method] = time.process_time() - c0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     gallery = gan_gallery(work / "runs" / f"K{args.k}_gan_synth", tests[0], Path(args.out).with_suffix(".png"))
+    scores = discriminator_table(work / "runs" / f"K{args.k}_gan_synth", tests[0])
+    print(scores)
     total_cpu, total = time.process_time() - cpu0, time.perf_counter() - t0
     write_report(Path(args.out), results, tests[0], configs, cpu, total_cpu, total, command, args, picks, n_synth,
-                 extra, gallery, work)
+                 extra, gallery, work, scores)
     if tmp is not None:
         tmp.cleanup()
     print(f"wrote {args.out} ({total_cpu:.0f} s CPU, {total:.0f} s wall)")
@@ -97,6 +103,41 @@ def gan_gallery(run: Path, test, path: Path) -> Path:
                         predictions={"label map": [y[0, 0].numpy().T for y in labels]})
 
 
+def discriminator_table(run: Path, test) -> str:
+    """The trained discriminator's per-image scores on held-out pairs (subject 0002's slices, whole): the real
+    image and the GAN's image of its label map. Per image: the mean patch logit and the mean patch BCE against
+    "real"; quantiles over the slices, the share with BCE < 1 (a non-zero ``clipped_bce`` realism) and the mean
+    percentile of a generated image's logit among the real images' logits (0.5 if the discriminator can't tell)."""
+    import torch
+
+    from learn2synth.gan_cmd import load_gan
+    from learn2synth.generative.pix2pix import _adversarial_loss, image_scores, percentile
+    from learn2synth.report import markdown_table
+    from learn2synth.synth.normalize import normalize
+
+    gan, config = load_gan(str(run))
+    generator, bce = torch.Generator().manual_seed(0), _adversarial_loss("none")
+    logits, losses = {"real": [], "generated": []}, {"real": [], "generated": []}
+    with torch.no_grad():
+        for image, labels in zip(test.images, test.labels, strict=True):
+            y = torch.from_numpy(labels).long()[None, None]
+            x = normalize(torch.from_numpy(image)[None, None].float(), config.synth.normalize)
+            for kind, img in (("real", x), ("generated", gan.generate(y, generator))):
+                d = gan.discriminate(y, img)
+                logits[kind].append(float(image_scores(d)[0]))
+                losses[kind].append(float(bce(d, target_is_real=True, for_discriminator=False)[0].mean()))
+    rows = []
+    for kind in logits:
+        z, b = torch.tensor(logits[kind]), torch.tensor(losses[kind])
+        q = lambda t: " / ".join(f"{float(v):.2f}" for v in torch.quantile(t, torch.tensor([0.1, 0.5, 0.9])))  # noqa: E731
+        rows.append([kind, len(z), f"{float(z.mean()):.2f} ± {float(z.std()):.2f}", q(z), q(b),
+                     f"{float((b < 1).float().mean()):.2f}"])
+    share = float(percentile(torch.tensor(logits["generated"]), torch.tensor(logits["real"])).mean())
+    return (markdown_table(["images", "n", "mean logit (mean ± sd)", "logit 10% / 50% / 90%",
+                            "BCE vs real 10% / 50% / 90%", "share with BCE < 1"], rows)
+            + f"\n\nMean percentile of a generated image's logit among the real images' logits: {share:.3f}.")
+
+
 def gan_logs(run: Path) -> dict:
     """From a gan_synth run's metrics.csv: the last GAN L1, the mean realism and synthetic weight once non-zero."""
     import csv
@@ -121,7 +162,7 @@ def gan_table(work: Path, results) -> str:
 
 
 def write_report(out: Path, results, test, configs, cpu, total_cpu, total, command, args, picks, n_synth, extra,
-                 gallery, work: Path) -> None:
+                 gallery, work: Path, scores: str) -> None:
     c, g = configs["gan_synth"], configs["gan_synth"].gan
     segmenter_steps = configs["real"].steps
     classes = exp_brain.CLASSES
@@ -141,9 +182,11 @@ def write_report(out: Path, results, test, configs, cpu, total_cpu, total, comma
         f"- gan_synth: **{g.pretrain_steps} GAN steps first** (pix2pix: U-Net {g.generator_channels}, PatchGAN "
         f"{g.discriminator_channels} channels x {g.discriminator_layers} layers, BCE + {g.l1_weight:g} L1, Adam "
         f"{g.lr:g}), then {c.steps - g.pretrain_steps} segmenter steps: a real batch + {c.batch_size} GAN images of "
-        f"composed real label maps, weighted alpha * log(t + 1) * realism with alpha {g.alpha}, an epoch t = "
+        f"composed real label maps, weighted alpha * log(t + 1) * realism (`gan.realism={g.realism}`) with alpha "
+        f"{g.alpha}, an epoch t = "
         f"{g.epoch_steps} steps, GAN frozen. Its `steps` = GAN steps + segmenter steps. gan_synth-nogate: the same "
-        "without the realism factor (`gan.realism_weight=false`: weight alpha * log(t + 1)), an ablation.",
+        "without the realism factor (`gan.realism_weight=false`: weight alpha * log(t + 1)), an ablation; "
+        "gan_synth-clipped: the first, absolute realism `1 - min(BCE vs real, 1)` (`gan.realism=clipped_bce`).",
         f"- Test: {len(test.cases)} brain slices of subject 0002 (every {args.test_every}-th), segmented whole.",
         f"- Overrides on top of `configs/experiments/brain.yaml`: `{' '.join(extra)}`; gan_synth's steps are "
         f"raised by its GAN steps (`steps={c.steps}`).", "",
@@ -153,6 +196,9 @@ def write_report(out: Path, results, test, configs, cpu, total_cpu, total, comma
         "## What the GAN runs logged (metrics.csv)", "",
         "GAN L1 to the real image at the end of its phase; over the segmenter phase after the first epoch: mean "
         "realism of the synthetic images and mean weight of their loss.", "", gan_table(work, results), "",
+        "## The discriminator's scores on held-out pairs (end of the run)", "",
+        "Subject 0002's slices, real and generated from their label maps; per image the mean patch logit and BCE.",
+        "", scores, "",
         "## The GAN's images", "", f"![GAN gallery]({gallery.name})", "",
         "Generated from subject 0002's label maps (the GAN saw only subject 0001's K slices), above the real slices "
         "of those label maps.", "",

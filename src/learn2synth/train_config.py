@@ -192,6 +192,9 @@ class GanConfig:
     alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
     # false: weight alpha * log(t + 1) alone, without the realism score (an ablation of the realism gate)
     realism_weight: bool = True
+    # the realism in [0, 1] of a synthetic image (learn2synth.generative.pix2pix.realism): its rank among the
+    # synthetic batch by discriminator score, its rank among the real batch's scores, or 1 - min(BCE vs real, 1)
+    realism: Literal["batch_rank", "real_rank", "clipped_bce"] = "batch_rank"
     noise_channels: int = field(default=1, metadata=NON_NEGATIVE)  # generator input: one-hot labels + noise
     generator_channels: list[int] = field(default_factory=lambda: [16, 32, 64], metadata={"range": (1, None)})
     generator_res_units: int = field(default=1, metadata=NON_NEGATIVE)

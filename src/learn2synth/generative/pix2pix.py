@@ -28,18 +28,61 @@ def _adversarial_loss(reduction: str = "mean"):
     return PatchAdversarialLoss(reduction=reduction, criterion="bce")
 
 
-def realism(logits: torch.Tensor) -> torch.Tensor:
-    """The discriminator's score of each image mapped to [0, 1]: ``1 - min(BCE(logits, real), 1)``, the BCE
-    averaged over the image's patches. ``logits`` (B, 1, *patches) -> (B,).
+def image_scores(logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's score of each image: its patch logits (B, 1, *patches) averaged, (B,)."""
+    return logits.flatten(1).mean(1)
 
-    Non-decreasing in every logit (1 where the discriminator is sure the image is real, 0 once its BCE reaches 1,
-    i.e. for a logit of -0.54 or below on every patch).
 
-    >>> round(float(realism(torch.zeros(1, 1, 2, 2))), 4)  # 1 - log 2
+def clipped_bce_realism(logits: torch.Tensor) -> torch.Tensor:
+    """``1 - min(BCE(logits, real), 1)``, the BCE averaged over the image's patches: (B, 1, *patches) -> (B,).
+
+    The first definition of the realism weight (``gan.realism: clipped_bce``). It is absolute, so once the
+    discriminator separates real from fake (a logit of -0.54 or below on every patch of a fake) every synthetic
+    image gets 0: on OASIS that happened within ~100 GAN steps and no synthetic pair ever got weight.
+
+    >>> round(float(clipped_bce_realism(torch.zeros(1, 1, 2, 2))), 4)  # 1 - log 2
     0.3069
     """
     bce = _adversarial_loss("none")(logits, target_is_real=True, for_discriminator=False)[0]
     return 1 - bce.flatten(1).mean(1).clamp(0, 1)
+
+
+def percentile(scores: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """For each score, the fraction of ``reference`` scores at or below it (the reference's empirical CDF), in
+    [0, 1] and non-decreasing in the score.
+
+    >>> percentile(torch.tensor([0.0, 2.0, 5.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    return (reference[None, :] <= scores[:, None]).float().mean(1)
+
+
+def realism(mode: str, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """The realism weight in [0, 1] of each synthetic image (``gan.realism``), from the discriminator's patch
+    logits of the synthetic batch (B, 1, *patches) and, for ``real_rank``, of a batch of real images.
+
+    - ``batch_rank`` (default): the percentile of the image's score (mean logit) among the synthetic batch's
+      scores, ``rank / B`` (1 for the most realistic image of the batch, 1/B for the least). Relative, so it
+      down-weights the less realistic images whatever the discriminator's scale or how far it has pulled away
+      from the generator: Girardot et al.'s intent (weight by realism) without the absolute threshold that a
+      winning discriminator pushes every fake below. Its mean is fixed, ``(B + 1) / 2B`` without ties.
+    - ``real_rank``: the percentile of the image's score among the real batch's scores (a calibration against
+      real images: 0.5 = as real-looking as the median real image). 0 for every image while the discriminator
+      separates the two perfectly.
+    - ``clipped_bce``: :func:`clipped_bce_realism` (absolute; the first definition).
+
+    >>> fake = torch.tensor([-3.0, -1.0, -2.0, -1.0]).reshape(4, 1, 1, 1)
+    >>> realism("batch_rank", fake).tolist()
+    [0.25, 1.0, 0.5, 1.0]
+    """
+    if mode == "clipped_bce":
+        return clipped_bce_realism(fake_logits)
+    scores = image_scores(fake_logits)
+    if mode == "batch_rank":
+        return percentile(scores, scores)
+    if mode == "real_rank":
+        return percentile(scores, image_scores(real_logits))
+    raise ValueError(f"unknown realism mode {mode!r}")
 
 
 def schedule_factor(step: int, epoch_steps: int, alpha: float) -> float:
@@ -89,9 +132,9 @@ class Pix2Pix(nn.Module):
         """Patch logits (B, 1, *patches) that ``images`` are real images of ``labels``."""
         return self.discriminator(torch.cat([one_hot(labels, self.n_classes), images], 1))[-1]
 
-    def realism(self, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """:func:`realism` of ``images`` given ``labels``, (B,)."""
-        return realism(self.discriminate(labels, images))
+    def scores(self, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """:func:`image_scores` of ``images`` given ``labels``, (B,): higher = more real-looking."""
+        return image_scores(self.discriminate(labels, images))
 
 
 class Pix2PixTrainer:

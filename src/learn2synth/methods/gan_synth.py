@@ -5,8 +5,11 @@ learns from the real labeled pairs; the segmenter is not updated. Phase 2: each 
 real batch plus a batch of GAN-synthetic pairs, whose label maps are composed from real ones (flips, deformation,
 pasted structures: :mod:`learn2synth.generative.compose`) and rendered by the generator. Item ``i`` of the
 synthetic batch adds ``alpha * log(t + 1) * realism_i`` times its loss, ``t`` the phase-2 epoch
-(``gan.epoch_steps`` steps each) and ``realism_i`` the discriminator's score of the image in [0, 1]; so the
-first epoch trains on real pairs alone and the synthetic share grows as the segmenter matures.
+(``gan.epoch_steps`` steps each) and ``realism_i`` in [0, 1] from the discriminator's score of the image; so the
+first epoch trains on real pairs alone and the synthetic share grows as the segmenter matures. By default
+(``gan.realism: batch_rank``) ``realism_i`` is the image's rank among the synthetic batch (see
+:func:`learn2synth.generative.pix2pix.realism`): the less realistic images are down-weighted rather than all
+of them zeroed, which an absolute score (``clipped_bce``) did on OASIS once the discriminator won.
 ``gan.realism_weight: false`` drops the realism factor (an ablation: are the GAN's images useful at all?).
 
 The GAN is frozen in phase 2 by default (``gan.keep_training: false``): the realism weight is then a fixed
@@ -23,7 +26,7 @@ import torch
 
 from ..errors import ConfigError
 from ..generative.compose import compose_masks
-from ..generative.pix2pix import Pix2Pix, Pix2PixTrainer, schedule_factor
+from ..generative.pix2pix import Pix2Pix, Pix2PixTrainer, percentile, realism, schedule_factor
 from ..rng import derive_seed
 from .base import Method
 
@@ -55,8 +58,10 @@ class GanSynth(Method):
             return {**values, "loss_seg": self.update(xr, yr), "synth_weight": 0.0}
         xs, ys = self.gan_batch()
         with torch.no_grad():
-            realism = self.gan.realism(ys, xs)
-        weights = factor * realism if g.realism_weight else torch.full_like(realism, factor)
+            fake_logits = self.gan.discriminate(ys, xs)
+            real_logits = self.gan.discriminate(yr, xr) if g.realism == "real_rank" else None
+            real_ness = realism(g.realism, fake_logits, real_logits)
+        weights = factor * real_ness if g.realism_weight else torch.full_like(real_ness, factor)
         n = xr.shape[0]
 
         def loss(params):
@@ -65,7 +70,8 @@ class GanSynth(Method):
             return self.loss_fn(logits[:n], yr) + (weights * synth).mean()
 
         return {**values, "loss_seg": self.update_on(loss), "synth_weight": float(weights.mean()),
-                "realism": float(realism.mean())}
+                "realism": float(real_ness.mean()),
+                "realism_min": float(real_ness.min())}
 
     @torch.no_grad()
     def gan_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +84,10 @@ class GanSynth(Method):
 
     @torch.no_grad()
     def evaluate(self, pool) -> dict[str, float]:
-        """The segmenter's Dice, and the GAN on whole held-out pairs: L1 of its image to the real one and the mean
-        realism of both. Its noise comes from a fixed stream, not the run's (validation changes no state)."""
+        """The segmenter's Dice, and the GAN on whole held-out pairs: L1 of its image to the real one, the mean
+        discriminator score (mean logit) of both, and the mean percentile of a generated image's score among the
+        real images' scores (0: the discriminator tells every one apart; 0.5: it cannot). Its noise comes from a
+        fixed stream, not the run's (validation changes no state)."""
         out = super().evaluate(pool)
         noise = torch.Generator(device=self.device).manual_seed(derive_seed(self.config.seed, "gan_eval"))
         l1, fake, real = [], [], []
@@ -87,10 +95,11 @@ class GanSynth(Method):
             x, y = x[None].to(self.device), y[None].to(self.device)
             image = self.gan.generate(y, noise)
             l1.append(float((image - x).abs().mean()))
-            fake.append(float(self.gan.realism(y, image)))
-            real.append(float(self.gan.realism(y, x)))
-        return {**out, "gan_l1": sum(l1) / len(l1), "gan_realism_fake": sum(fake) / len(fake),
-                "gan_realism_real": sum(real) / len(real)}
+            fake.append(self.gan.scores(y, image))
+            real.append(self.gan.scores(y, x))
+        fake, real = torch.cat(fake), torch.cat(real)
+        return {**out, "gan_l1": sum(l1) / len(l1), "gan_score_fake": float(fake.mean()),
+                "gan_score_real": float(real.mean()), "gan_fake_percentile": float(percentile(fake, real).mean())}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), **{f"gan_{k}": v for k, v in self.trainer.state_dict().items()}}
