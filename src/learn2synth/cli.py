@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_args import add_common as _add_common
+from .cli_args import add_run_arguments
 from .errors import Learn2SynthError
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
 def _synth_parser(sub) -> None:
@@ -50,12 +48,7 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help=f"train a segmenter with one method ({', '.join(METHODS)})",
                        description="Train from a YAML config (see configs/). Writes checkpoints, metrics.csv and "
                                    "TensorBoard logs to --out; --resume continues from the newest checkpoint.")
-    p.add_argument("--config", help="YAML config (e.g. configs/learn2synth.yaml); defaults apply without one")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set optim.lr=1e-3 (repeatable)")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(p, "YAML config (e.g. configs/learn2synth.yaml); defaults apply without one", "optim.lr=1e-3")
     _add_common(p)
     p.set_defaults(func=_run_train)
 
@@ -84,12 +77,7 @@ def _adapt_parser(sub) -> None:
     p.add_argument("--model", help="checkpoint or run folder (default: the shipped brain tissue model)")
     p.add_argument("--real", required=True, metavar="DIR_OR_MANIFEST",
                    help="real labeled examples: a folder with images/ and labels/, or a manifest (YAML/CSV)")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--config", help="YAML overriding the adapt settings")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set steps=200 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(p, "YAML overriding the adapt settings", "steps=200")
     _add_common(p)
     p.set_defaults(func=_run_adapt)
 
@@ -228,12 +216,8 @@ def _gan_parser(sub) -> None:
                                    "with a run's generator.")
     gan = p.add_subparsers(dest="gan_command", required=True)
     t = gan.add_parser("train", help="train the GAN on real labeled pairs (the GAN phase of gan_synth)")
-    t.add_argument("--config", help="YAML config (e.g. configs/gan_synth.yaml); method is set to gan_synth")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set gan.pretrain_steps=200 (repeatable)")
-    t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(t, "YAML config (e.g. configs/gan_synth.yaml); method is set to gan_synth",
+                      "gan.pretrain_steps=200")
     _add_common(t)
     t.set_defaults(func=_run_gan, command="gan train")
     s = gan.add_parser("sample", help="render label maps with a trained generator; writes pairs and gallery.png")
@@ -270,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _gan_parser(sub)
     from .generative_cmd import add_generator_parsers  # light: argparse only
 
-    add_generator_parsers(sub, _add_common)
+    add_generator_parsers(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .cli_args import add_common, add_run_arguments
 from .errors import ConfigError, InputError
 
 # a run that trains in about a minute on one CPU thread (tests, CI, trying the commands)
@@ -19,19 +20,15 @@ QUICK = {"labelgen": ["shape=[32,32]", "ae_steps=60", "diffusion_steps=60", "ae_
                    "critic_channels=8", "batch_size=4", "checkpoint_every=60", "log_every=10"]}
 
 
-def add_generator_parsers(sub, add_common) -> None:
+def add_generator_parsers(sub) -> None:
     """The ``labelgen`` and ``spade`` commands, each with ``train`` and ``sample``."""
     for kind, what in (("labelgen", "label-map generator (KL autoencoder + latent diffusion)"),
                        ("spade", "image generator (SPADE VAE-GAN with a style encoder)")):
         p = sub.add_parser(kind, help=f"train or sample the {what}", description=f"The {what}.")
         actions = p.add_subparsers(dest="action", required=True)
         t = actions.add_parser("train", help="train into a run folder (resumable)")
-        t.add_argument("--out", required=True, help="run folder")
-        t.add_argument("--config", help="YAML of settings (see the config's fields in --help of the module)")
-        t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+        add_run_arguments(t, "YAML of settings (see the config's fields in --help of the module)", "shape=[64,64]")
         t.add_argument("--quick", action="store_true", help="a tiny run of about a minute (32 px, few steps)")
-        t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-        t.add_argument("--quiet", action="store_true", help="no progress bar")
         add_common(t)
         t.set_defaults(func=run_train, kind=kind)
         s = actions.add_parser("sample", help="sample from a trained run")

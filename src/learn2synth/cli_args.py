@@ -1,0 +1,21 @@
+"""Options several commands share, defined once (the command line is :mod:`learn2synth.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """``--debug``, on every command."""
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, config_help: str, set_example: str) -> None:
+    """``--config``, ``--set``, ``--out``, ``--resume`` and ``--quiet`` of the commands that train into a run
+    folder (train, adapt, gan train, labelgen/spade train); ``set_example`` is shown in ``--set``'s help."""
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override one setting, e.g. --set {set_example} (repeatable)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
