@@ -24,9 +24,12 @@ def _synth_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--n", type=int, default=8, help="number of samples (default 8)")
     p.add_argument("--preset", default="synthseg", help="synthesis preset: synthseg, mild, none")
-    p.add_argument("--config", help="YAML file overriding the preset")
+    p.add_argument("--config", help="YAML file overriding the preset: a synthesis YAML, or a training config, "
+                                    "whose synth section and label mapping are used (labels are then written "
+                                    "as its classes, already mapped)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set noise.enabled=true (repeatable)")
+                   help="override one synthesis setting, without a 'synth.' prefix even with a training config, "
+                        "e.g. --set noise.enabled=true or --set strip.enabled=false (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--shape", type=int, nargs="+", help="phantom size (default 192 192 in 2D, 96 96 96 in 3D)")
