@@ -47,10 +47,10 @@ def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: b
     >>> [str(p) for p in plan_outputs([Path("a/s1/t1.mgz"), Path("a/s2/t1.mgz")], Path("seg"), False)]
     ['seg/s1/t1.mgz', 'seg/s2/t1.mgz']
     """
-    from .inference import output_names
+    from .inference import output_names, output_paths
 
-    def writes(target: Path) -> list[Path]:
-        return [target, posteriors_path(target)] if posteriors else [target]
+    def writes(target: Path) -> tuple[Path, ...]:  # the label map, and its posteriors (predict's naming)
+        return output_paths(target, target.parent)[: 2 if posteriors else 1]
 
     if single_file:
         targets = [out]
@@ -61,18 +61,6 @@ def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: b
             if path.exists():
                 raise InputError(path, "already exists; refusing to overwrite it (choose another --out)")
     return targets
-
-
-def posteriors_path(target: Path) -> Path:
-    """Where ``--posteriors`` writes the class probabilities of the label map ``target``.
-
-    >>> str(posteriors_path(Path("seg/t1.nii.gz")))
-    'seg/t1_posteriors.nii.gz'
-    """
-    from .io import supported_extension
-
-    extension = supported_extension(target) or ""
-    return target.with_name(f"{target.name[: len(target.name) - len(extension)]}_posteriors{extension}")
 
 
 def class_volumes(labels: np.ndarray, affine: np.ndarray, values) -> list[float]:
@@ -94,7 +82,7 @@ def run_segment(args) -> int:
 
     from tqdm import tqdm
 
-    from .inference import load_model, predict_volume, set_threads
+    from .inference import load_model, output_paths, predict_volume, set_threads
     from .io import list_files, read_image, supported_extension, write_image
 
     set_threads(args.threads)
@@ -129,7 +117,7 @@ def run_segment(args) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, labels, like=volume)
             if args.posteriors:
-                write_image(posteriors_path(target), probs, like=volume)
+                write_image(output_paths(target, target.parent)[1], probs, like=volume)
             rows.append([source.name, *class_volumes(labels, volume.affine, values[1:])])
         except InputError as e:
             failures.append(e if e.path is not None else InputError(source, e.problem))
