@@ -62,6 +62,11 @@ class Problem:
         warm = plain_step(self.net, params, opt, state, self.synth_loss([torch.tensor(0.0), torch.tensor(0.5)]))
         return warm.new_params, warm.new_opt_state
 
+    def meta_args(self, opt):
+        """``(params, state, args)``: the warm start, and meta_step's positional arguments at it."""
+        params, state = self.warm_start(opt)
+        return params, state, (self.net, params, opt, state, self.synth_loss(), self.real_loss(), self.theta)
+
 
 def _rel(a, b):
     a, b = torch.stack(list(a)), torch.stack(list(b))
@@ -87,8 +92,8 @@ def _reference_hypergrad(problem, params, opt, state, h=1e-5):
 def test_exact_matches_finite_differences_of_the_inner_step(dims, opt_name):
     problem = Problem(dims)
     opt = OPTS[opt_name]()
-    params, state = problem.warm_start(opt)
-    result = meta_step(problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta)
+    params, state, args = problem.meta_args(opt)
+    result = meta_step(*args)
     reference = _reference_hypergrad(problem, params, opt, state)
     assert all(r.abs() > 1e-8 for r in reference)  # a test that can fail
     assert _rel(result.hypergrads, reference) < 1e-3
@@ -99,8 +104,7 @@ def test_exact_matches_finite_differences_of_the_inner_step(dims, opt_name):
 def test_fd_mode_agrees_with_exact(dims, opt_name):
     problem = Problem(dims)
     opt = OPTS[opt_name]()
-    params, state = problem.warm_start(opt)
-    args = (problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta)
+    *_, args = problem.meta_args(opt)
     exact = meta_step(*args, mode="exact")
     fd = meta_step(*args, mode="fd")
     assert _rel(fd.hypergrads, exact.hypergrads) < 1e-2
@@ -114,8 +118,7 @@ def test_fd_onesided_agrees_with_exact_and_with_central_differences_of_the_outer
     hypergradient: against the exact mode and against central differences of loss_real(phi'(theta)) in theta."""
     problem = Problem(dims)
     opt = OPTS[opt_name]()
-    params, state = problem.warm_start(opt)
-    args = (problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta)
+    params, state, args = problem.meta_args(opt)
     exact = meta_step(*args, mode="exact")
     onesided = meta_step(*args, mode="fd_onesided")
     reference = _reference_hypergrad(problem, params, opt, state)
@@ -210,8 +213,7 @@ def test_update_is_the_plain_synthetic_step(dims, mode, opt, torch_opt):
 def test_alpha_scales_hypergradients(dims, mode):
     problem = Problem(dims)
     opt = SGD(lr=0.5, momentum=0.5)
-    params, state = problem.warm_start(opt)
-    args = (problem.net, params, opt, state, problem.synth_loss(), problem.real_loss(), problem.theta)
+    *_, args = problem.meta_args(opt)
     one = meta_step(*args, mode=mode, alpha=1.0)
     scaled = meta_step(*args, mode=mode, alpha=2.5)
     assert _rel(scaled.hypergrads, [2.5 * h for h in one.hypergrads]) < 1e-9
