@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from learn2synth.generative.data import LabelSource, PairSource, fit_label, one_hot
+from learn2synth.generative.data import LabelSource, PairSource, fit_label
 from learn2synth.generative.labelgen import LabelGenConfig, LabelGenTraining
 from learn2synth.generative.losses import kl_divergence, style_contrastive_loss, style_transform
 from learn2synth.generative.spade import SpadeConfig, SpadeTraining
+from learn2synth.losses import one_hot
 
 SHAPES = [(32, 32), (16, 16, 16)]
 

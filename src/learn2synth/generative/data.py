@@ -22,12 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import LabelPool, RealPool, crop_or_pad, random_crop_params
+from ..losses import one_hot
 from ..synth import apply_gmm, draw_normal, normalize_minmax, phantom_labels, sample_gmm
-
-
-def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(B, 1, *spatial) integer classes -> (B, K, *spatial) float one-hot."""
-    return F.one_hot(labels[:, 0].long(), n_classes).movedim(-1, 1).float()
 
 
 def _square(x: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,10 @@ from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from ..errors import ConfigError
+from ..losses import one_hot
 from ..rng import derive_seed
 from .adversarial import PatchCritic
-from .data import LabelSource, one_hot
+from .data import LabelSource
 from .losses import kl_divergence
 
 POSITIVE = {"range": (0, None), "open": "low"}

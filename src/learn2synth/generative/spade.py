@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from monai.networks.nets import SPADENet
 
 from ..errors import ConfigError
+from ..losses import one_hot
 from ..rng import derive_seed
 from .adversarial import PatchCritic
-from .data import PairSource, one_hot
+from .data import PairSource
 from .losses import kl_divergence, style_contrastive_loss, style_transform
 
 POSITIVE = {"range": (0, None), "open": "low"}
