@@ -49,6 +49,11 @@ __all__ = ["from_dict", "check_config", "to_dict", "load_yaml", "dump_yaml", "pa
            "merge", "preset", "layered", "load_config"]
 
 T = TypeVar("T")
+
+# the ranges most fields use (see "Ranges" above)
+POSITIVE = {"range": (0, None), "open": "low"}
+NON_NEGATIVE = {"range": (0, None)}
+FRACTION = {"range": (0, 1)}
 _BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 _BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?

@@ -9,16 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import from_dict, layered, merge, preset
+from .config import FRACTION, NON_NEGATIVE, POSITIVE, from_dict, layered, merge, preset
 from .errors import ConfigError
 from .methods import METHODS, method_class
 from .synth.pipeline import SynthConfig
 from .synth.presets import PRESETS
 
 MethodName = Literal[tuple(METHODS)]  # the registered methods' names
-POSITIVE = {"range": (0, None), "open": "low"}
-NON_NEGATIVE = {"range": (0, None)}
-FRACTION = {"range": (0, 1)}
 
 
 @dataclass

@@ -22,14 +22,13 @@ from monai.inferers import LatentDiffusionInferer
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
+from ..config import POSITIVE
 from ..errors import ConfigError
 from ..losses import one_hot
 from ..rng import derive_seed
 from .adversarial import PatchCritic
 from .data import LabelSource
 from .losses import kl_divergence
-
-POSITIVE = {"range": (0, None), "open": "low"}
 
 
 @dataclass

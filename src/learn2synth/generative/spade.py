@@ -27,15 +27,13 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import SPADENet
 
+from ..config import NON_NEGATIVE, POSITIVE
 from ..errors import ConfigError
 from ..losses import one_hot
 from ..rng import derive_seed
 from .adversarial import PatchCritic
 from .data import PairSource
 from .losses import kl_divergence, style_contrastive_loss, style_transform
-
-POSITIVE = {"range": (0, None), "open": "low"}
-NON_NEGATIVE = {"range": (0, None)}
 
 
 @dataclass
