@@ -166,6 +166,13 @@ def test_checkpoints_that_are_not_ours_or_too_new_are_refused(tmp_path, capsys, 
     assert not (tmp_path / "seg").exists() or not any((tmp_path / "seg").iterdir())
 
 
+def test_mirror_needs_a_model_that_knows_its_left_right_axis(tmp_path, capsys, models):
+    image = save_nifti(tmp_path / "x.nii.gz", np.ones((8, 8, 8), np.float32))
+    code, _, err = predict(capsys, "--model", models[2], "--in", image, "--out", tmp_path / "seg", "--mirror")
+    assert code == 2 and "--mirror" in err and "orientation" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "seg").exists()
+
+
 def test_shipped_label_mappings():
     tissue = load_label_mapping(ROOT / "configs" / "mappings" / "synthseg_to_tissue4.yaml")
     assert tissue.n_classes == 5

@@ -76,6 +76,28 @@ def test_anisotropic_scan_keeps_its_grid_and_empty_space_is_background(tmp_path,
     assert [float(v) for v in rows[1].split(",")[1:]] == expected
 
 
+def test_mirroring_averages_the_scan_and_its_left_right_mirror_image(tmp_path, model, capsys):
+    from learn2synth.inference import load_model, predict_volume
+    from learn2synth.io import read_image
+
+    scan = _scan(seed=3)
+    nib.save(nib.Nifti1Image(scan, LIA), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(scan[::-1].copy(), LIA), tmp_path / "flipped.nii.gz")  # LIA: axis 0 is left-right
+    for flag, out in (([], "default"), (["--no-mirror"], "once")):
+        code, _, err = _segment(capsys, tmp_path / "scan.nii.gz", "--out", tmp_path / out, "--model", model,
+                                "--posteriors", *flag)
+        assert code == 0, err
+    posteriors = {out: np.asarray(nib.load(tmp_path / out / "scan_posteriors.nii.gz").dataobj)
+                  for out in ("default", "once")}
+    loaded = load_model(model)
+    assert loaded.left_right_axis == 0
+    plain = predict_volume(loaded, read_image(tmp_path / "scan.nii.gz"))[1]
+    flipped = predict_volume(loaded, read_image(tmp_path / "flipped.nii.gz"))[1][::-1]
+    np.testing.assert_allclose(posteriors["once"], plain, atol=1e-6)
+    np.testing.assert_allclose(posteriors["default"], (plain + flipped) / 2, atol=1e-6)
+    assert np.abs(plain - flipped).max() > 1e-3  # the mirror image is segmented differently: the test can fail
+
+
 def test_class_volumes_hand_worked():
     assert class_volumes(np.array([[[1, 1], [2, 0]]]), np.diag([0.5, 2.0, 3.0, 1.0]), [1, 2]) == pytest.approx([6, 3])
 

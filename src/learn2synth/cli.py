@@ -129,6 +129,9 @@ def _predict_parser(sub) -> None:
                         "values it maps to them, instead of the values the model records")
     p.add_argument("--class-indices", action="store_true",
                    help="write class indices 0..n-1 instead of the label values the model was trained for")
+    p.add_argument("--mirror", action="store_true",
+                   help="scans only: also segment the scan mirrored left-right and average (twice the time; needs a "
+                        "model trained with data.orientation)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)
@@ -154,6 +157,9 @@ def _segment_parser(sub) -> None:
     p.add_argument("--vol", help="also write a CSV of the volume (mm^3) of each tissue class in each scan")
     p.add_argument("--posteriors", action="store_true", help="also write class probabilities, <name>_posteriors")
     p.add_argument("--model", help="checkpoint or run folder (default: the shipped brain tissue model)")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="segment each scan once; by default it is also segmented mirrored left-right and the two "
+                        "are averaged (more accurate, twice the time)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")

@@ -103,7 +103,7 @@ def run_segment(args) -> int:
     model = load_model(args.model or shipped_model_path(), args.device)
     if model.spatial_dims == 2 and model.orientation is None:
         print("learn2synth segment: warning: the model records no training orientation; scans are sliced as "
-              "stored", file=sys.stderr)
+              "stored and not mirrored", file=sys.stderr)
     (out.parent if single else out).mkdir(parents=True, exist_ok=True)  # (mirrored sub-folders: at writing)
     values = list(range(model.n_classes)) if model.values is None else [int(v) for v in model.values]
     rows, failures = [], []
@@ -113,7 +113,7 @@ def run_segment(args) -> int:
         try:
             volume = read_image(source, colour=model.colour)
             _check_3d(source, volume.array.shape, args.model)
-            labels, probs = predict_volume(model, volume, args.batch_size)
+            labels, probs = predict_volume(model, volume, args.batch_size, mirror=args.mirror)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, labels, like=volume)
             if args.posteriors:
