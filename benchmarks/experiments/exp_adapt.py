@@ -179,6 +179,37 @@ def summary_table(results: list, test: str) -> str:
     return "\n".join(lines)
 
 
+def priors_report(results: list, work: Path | None, out: Path) -> str:
+    """The learned GMM mean range of each intensity class, one column per seed (from each l2s-priors run's
+    ``learned_priors.md``), and the first seed's figure of class intensities (real vs synthesized) beside ``out``."""
+    import shutil
+
+    from learn2synth.report_priors import priors_table
+
+    runs = [(r.tag, work / "runs" / f"{r.tag}_{r.method}".replace("=", "")) for r in results
+            if r.method == "l2s-priors" and work is not None]
+    runs = [(tag, run) for tag, run in runs if (run / "learned_priors.md").exists()]
+    if not runs:
+        return ""
+    rows = (runs[0][1] / "learned_priors.md").read_text().splitlines()
+    names = [line.split("|")[1].strip() for line in rows if line.startswith("| ") and "---" not in line][1:]
+    tables = {tag: priors_table(run) for tag, run in runs}
+    lines = ["GMM mean range [lo, hi] of each intensity class after adaptation, in the synthesis's units before its "
+             "min-max normalization (the model's training range is [0, 1] for every class).", "",
+             "| intensity class | " + " | ".join(tables) + " |", "|---|" + "---|" * len(tables)]
+    for i, name in enumerate(names):
+        cells = [f"[{t[i]['mean_lo']:.2f}, {t[i]['mean_hi']:.2f}]" if i < len(t) else "-" for t in tables.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    figure = runs[0][1] / "learned_priors.png"
+    if figure.exists():
+        target = out.with_name(out.stem + "_priors.png")
+        shutil.copyfile(figure, target)
+        lines += ["", f"![class intensities, {runs[0][0]}]({target.name})", "",
+                  f"Intensity per target class, the K real slices against images synthesized with the learned priors "
+                  f"({runs[0][0]})."]
+    return "\n".join(lines)
+
+
 def write_report(args, argv, results, test, n_real, model, seconds) -> None:
     out = Path(args.out or common.REPO / "benchmarks" / "results" / f"adapt_{args.contrast}.md")
     lines = common.report_head(f"Adapting the brain model to {args.contrast} with K={args.k} labeled slices",
@@ -193,7 +224,8 @@ def write_report(args, argv, results, test, n_real, model, seconds) -> None:
               "## Per seed: volume Dice per class", "", common.volume_table(results, test.name, CLASSES), "",
               "## Per seed: per-slice Dice, Wilcoxon over slices against synthseg (continued)", "",
               common.results_table(results, test.name, CLASSES), "",
-              "## Learned values", "", common.learned_table(results) or "(none)", ""]
+              "## Learned synthesis priors (l2s-priors)", "", priors_report(results, Path(args.work) if args.work
+                                                                        else None, out) or "(none)", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out}")

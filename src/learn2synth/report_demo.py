@@ -51,7 +51,7 @@ def report_run(run_folder: str | Path) -> list[dict]:
     """Rebuild a finished run from its newest checkpoint, write its report, print and return the table."""
     from .checkpoint import load_checkpoint, resolve_checkpoint
     from .config import from_dict
-    from .report_priors import format_table, priors_table, write_priors_report
+    from .report_priors import format_table, intensity_class_names, priors_table, write_priors_report
     from .train import restore, setup
     from .train_config import TrainConfig
 
@@ -60,6 +60,6 @@ def report_run(run_folder: str | Path) -> list[dict]:
     run, _ = setup(config, init=False)
     restore(run, path)
     write_priors_report(run, Path(run_folder))
-    rows = priors_table(run_folder)
+    rows = priors_table(run_folder, intensity_class_names(run.synth, config.data.label_mapping))
     print(format_table(rows), end="")
     return rows

@@ -18,8 +18,9 @@ from .checkpoint import load_checkpoint, resolve_checkpoint
 from .io.atomic import atomic_path
 
 
-def priors_table(run_folder: str | Path) -> list[dict]:
-    """Rows ``{"class", "mean_lo", "mean_hi", "std_lo", "std_hi", "learned"}`` of the newest checkpoint."""
+def priors_table(run_folder: str | Path, names: list[str] | None = None) -> list[dict]:
+    """Rows ``{"class", "name", "mean_lo", "mean_hi", "std_lo", "std_hi", "learned"}`` of the newest checkpoint;
+    ``name`` is ``names[class]`` (:func:`intensity_class_names`) or empty."""
     checkpoint = load_checkpoint(resolve_checkpoint(run_folder))
     state = checkpoint["state"].get("augmenter") or {}
     gmm = checkpoint["config"]["synth"]["gmm"]
@@ -27,7 +28,7 @@ def priors_table(run_folder: str | Path) -> list[dict]:
     k = next((len(v) for v in values.values() if v is not None), len(gmm["mean"]) if _per_class(gmm) else 1)
     rows = []
     for c in range(k):
-        row = {"class": c}
+        row = {"class": c, "name": names[c] if names and c < len(names) else ""}
         for name in ("mean", "std"):
             v = values[name]
             lo, hi = (v[c].tolist() if v is not None else (gmm[name][c] if _per_class(gmm) else gmm[name]))
@@ -41,10 +42,45 @@ def _per_class(gmm: dict) -> bool:
     return isinstance(gmm["mean"][0], list)
 
 
+def intensity_class_names(synth, label_mapping: str | Path | None = None) -> list[str] | None:
+    """A name per intensity class of a Synthesizer with label tables: the mapping's group name when the class is
+    a group (``cortical_gm``), else its label values (``label 16``); None without label tables.
+
+    Examples
+    --------
+    >>> from learn2synth.synth import Synthesizer, SynthConfig
+    >>> config = SynthConfig()
+    >>> config.labels.generation_labels, config.labels.generation_classes = [0, 2, 41, 16], [0, 1, 1, 2]
+    >>> config.labels.segmentation_labels = [0, 1, 1, 2]
+    >>> intensity_class_names(Synthesizer(config))
+    ['label 0', 'labels 2, 41', 'label 16']
+    """
+    labels = synth.config.labels
+    if labels.generation_labels is None:
+        return None
+    classes = labels.generation_classes or list(range(len(labels.generation_labels)))
+    owner = {}
+    if label_mapping:
+        from .io import load_label_mapping
+
+        owner = {v: name for name, vs in (load_label_mapping(label_mapping).groups or {}).items() for v in vs}
+    names = []
+    for k in range(max(classes) + 1):
+        values = [int(v) for v, c in zip(labels.generation_labels, classes, strict=True) if c == k]
+        group = {owner.get(v) for v in values}
+        if len(group) == 1 and None not in group:
+            names.append(group.pop())
+        else:
+            names.append(("label " if len(values) == 1 else "labels ") + ", ".join(map(str, values)))
+    return names
+
+
 def format_table(rows: list[dict]) -> str:
     lines = ["| intensity class | mean range | std range | learned |", "|---|---|---|---|"]
-    lines += [f"| {r['class']} | [{r['mean_lo']:.3f}, {r['mean_hi']:.3f}] | [{r['std_lo']:.3f}, {r['std_hi']:.3f}] "
-              f"| {r['learned']} |" for r in rows]
+    for r in rows:
+        label = f"{r['class']} {r['name']}" if r.get("name") else str(r["class"])
+        lines.append(f"| {label} | [{r['mean_lo']:.3f}, {r['mean_hi']:.3f}] | [{r['std_lo']:.3f}, {r['std_hi']:.3f}] "
+                     f"| {r['learned']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,7 +133,8 @@ def plot_priors(run, path: str | Path) -> Path:
 def write_priors_report(run, out: str | Path) -> None:
     """``learned_priors.md`` (the table) and ``learned_priors.png`` (the figure) in the run folder ``out``."""
     out = Path(out)
-    text = "# Learned synthesis priors\n\n" + format_table(priors_table(out))
+    names = intensity_class_names(run.synth, run.config.data.label_mapping)
+    text = "# Learned synthesis priors\n\n" + format_table(priors_table(out, names))
     with atomic_path(out / "learned_priors.md") as tmp:
         Path(tmp).write_text(text)
     if run.real is not None and len(run.real):
