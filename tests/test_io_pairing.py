@@ -98,3 +98,38 @@ def test_train_refuses_an_unpairable_folder_in_one_line(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "s2_img.nii.gz" in err and "s3_seg.nii.gz" in err and err.count("\n") == 1
+
+
+def test_real_scans_are_brought_into_the_label_maps_space_before_slicing(tmp_path):
+    """A RAS copy of an LIA scan at 2 mm gives the same 2D examples as the LIA 1 mm scan itself when the
+    training space is LIA at 1 mm: slices are cut along the same anatomical axis, at the same voxel size."""
+    from learn2synth.data import load_real_pool
+
+    lia = np.array([[-1.0, 0, 0, 10], [0, 0, 1, -5], [0, -1, 0, 7], [0, 0, 0, 1]])
+    rng = np.random.default_rng(0)
+    label = np.zeros((8, 6, 4), np.int16)
+    label[2:6, 1:5, 1:3] = 1
+    label[3:5, 2:4, 1:3] = 2
+    image = (label * 10 + rng.random(label.shape)).astype(np.float32)
+    # the reference pair, stored in LIA at 1 mm
+    for name, array in (("images", image), ("labels", label)):
+        (tmp_path / "lia" / name).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(array, lia), tmp_path / "lia" / name / "s.nii.gz")
+    # the same scan stored RAS, upsampled to 0.5 mm along its first axis (nearest: exact voxel copies)
+    for name, array in (("images", image), ("labels", label)):
+        ras = nib.as_closest_canonical(nib.Nifti1Image(array, lia))
+        data = np.repeat(np.asarray(ras.dataobj), 2, axis=0)
+        affine = ras.affine.copy()
+        affine[:3, 0] /= 2
+        affine[:3, 3] -= affine[:3, 0] / 2  # voxel centres of the halves
+        (tmp_path / "ras" / name).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(data, affine), tmp_path / "ras" / name / "s.nii.gz")
+    pools = {k: load_real_pool(str(tmp_path / k), 2, 2, "none", orientation="LIA", voxel_size=1.0)
+             for k in ("lia", "ras")}
+    assert len(pools["lia"]) == 2  # the slices (axis 2) holding some label
+    for a, b in zip(pools["lia"].labels, pools["ras"].labels, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(pools["lia"].images, pools["ras"].images, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=0.51)  # linear resampling 16 -> 8 voxels (corner-aligned)
+    as_stored = load_real_pool(str(tmp_path / "ras"), 2, 2, "none")  # no space given: sliced as stored
+    assert as_stored.labels[0].shape != pools["lia"].labels[0].shape

@@ -218,9 +218,14 @@ def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
 
 
 def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str, mapping=None,
-                   n_classes: int | None = None, colour: str = "refuse") -> RealPool:
+                   n_classes: int | None = None, colour: str = "refuse", orientation: str | None = None,
+                   voxel_size=None) -> RealPool:
     """Read, check, remap and normalize every (image, label) pair of a manifest or folder.
 
+    With ``orientation`` or ``voxel_size`` (``data.orientation``/``data.voxel_size``: the space of the synthesis's
+    label maps), a 3D NIfTI/MGZ pair is first brought into that space (image linearly, labels by nearest
+    neighbour), as ``predict``/``segment`` do with a scan: a 2D network then sees real slices cut along the same
+    anatomical axis, at the same voxel size, as its synthetic ones, whatever the scans' own orientation.
     With ``n_classes``, labels (after ``mapping``) holding values outside 0..n_classes-1 are refused, naming
     the values (a label set that does not fit the declared classes would otherwise train on scrambled targets);
     with ``n_classes == 2``, binary masks stored as 0/255 (or any 0/v) read as 0/1. ``colour`` says what to do
@@ -231,9 +236,12 @@ def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: st
 
     images, labels, subjects = [], [], []
     for image_path, label_path, subject in read_manifest(source):
-        image = check_image(read_image(image_path, colour=colour).array, image_path)
+        volume = read_image(image_path, colour=colour)
+        image = check_image(volume.array, image_path)
         label = read_label_map(label_path, binary=n_classes == 2 and mapping is None).array
         check_pair(image, label, image_path, label_path)
+        if (orientation or voxel_size) and image.ndim == 3 and volume.format in ("nifti", "mgh"):
+            image, label = _to_model_space(image, label, volume.affine, orientation, voxel_size)
         if mapping is not None:
             label = mapping(label, path=label_path)
         if n_classes is not None:
@@ -245,6 +253,14 @@ def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: st
             labels.append(torch.from_numpy(np.ascontiguousarray(y)).long()[None])
             subjects.append(subject)
     return RealPool(images, labels, subjects)
+
+
+def _to_model_space(image: np.ndarray, label: np.ndarray, affine, orientation, voxel_size):
+    from .geometry import to_model_space
+
+    image = to_model_space(image.astype(np.float32, copy=False), affine, orientation, voxel_size)[0]
+    label = to_model_space(label.astype(np.float32), affine, orientation, voxel_size, order=0)[0]
+    return image, np.rint(label).astype(np.int64)
 
 
 def load_image_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str,

@@ -68,7 +68,8 @@ def read_label_examples(source: str, config) -> tuple[list, list]:
     d = config.data
     if (Path(source) / "images").is_dir() and (Path(source) / "labels").is_dir():
         pool = load_real_pool(source, d.spatial_dims, d.slice_axis, config.synth.normalize, real_mapping(config),
-                              n_classes=d.n_classes, colour=d.colour)
+                              n_classes=d.n_classes, colour=d.colour, orientation=d.orientation,
+                              voxel_size=d.voxel_size)
         return pool.labels, pool.images
     mapping, labels = real_mapping(config), []
     for path in list_files(source):

@@ -94,7 +94,7 @@ def real_pools(config, synth: Synthesizer) -> tuple[RealPool | None, RealPool | 
     if d.real == "phantom":
         return phantom_real(config, synth)
     pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, real_mapping(config),
-                          n_classes=d.n_classes, colour=d.colour)
+                          n_classes=d.n_classes, colour=d.colour, orientation=d.orientation, voxel_size=d.voxel_size)
     return pool.split_by_subject(d.val_fraction, config.seed)
 
 
