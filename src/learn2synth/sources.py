@@ -30,11 +30,12 @@ class TrainingData:
     val: RealPool | None
 
 
-def load_data(config, info: DistInfo | None = None, device: torch.device | str = "cpu") -> TrainingData:
+def load_data(config, info: DistInfo | None = None, device: torch.device | str = "cpu",
+              progress: bool = True) -> TrainingData:
     """Every source of ``config.data``; under torch.distributed (``info``) each rank keeps its own shard of the
-    label maps and of the real training examples."""
+    label maps and of the real training examples. ``progress``: a bar while label map files are read."""
     info = info or DistInfo()
-    labels = label_pool(config, progress=info.is_main)
+    labels = label_pool(config, progress=progress and info.is_main)
     synth = Synthesizer(synthesis_config(config, labels), device=device)
     real, val = real_pools(config, synth)
     if info.active:

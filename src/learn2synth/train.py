@@ -37,7 +37,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def setup(config: TrainConfig, info: DistInfo | None = None, init: bool = True) -> tuple[Method, RealPool | None]:
+def setup(config: TrainConfig, info: DistInfo | None = None, init: bool = True,
+          progress: bool = True) -> tuple[Method, RealPool | None]:
     """Everything a run needs, freshly initialized from the config's seed; returns (method, validation pool).
 
     With ``config.init_from`` (and ``init``; a resumed run passes False) the segmenter starts from that
@@ -53,7 +54,7 @@ def setup(config: TrainConfig, info: DistInfo | None = None, init: bool = True) 
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    data = load_data(config, info, device)
+    data = load_data(config, info, device, progress)
     stream = derive_seed(config.seed, "train", info.rank) if info.active else derive_seed(config.seed, "train")
     generator = torch.Generator(device=device).manual_seed(stream)
     method = method_class(config.method)(config, data, generator, device, reduce=mean_reducer(info))
@@ -138,7 +139,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     out = Path(out)
     info = init_from_env(pick_device(config.device))
     resume_from = latest_checkpoint(out) if resume else None
-    method, val = setup(config, info, init=resume_from is None)  # a resumed run continues from its own weights
+    # a resumed run continues from its own weights
+    method, val = setup(config, info, init=resume_from is None, progress=progress)
     if info.is_main:
         _check_writable(out, method)
     barrier(info)
