@@ -6,9 +6,9 @@ only on generated pairs, against SynthSeg-style synthesis and real images, all a
 - SPADE (``learn2synth spade``): OASIS subject 0001, its T1 and a T2-like copy made by the experiment
   (``contrasts.make_contrast``) as two volumes, so styles are paired within one contrast.
 - Label maps: class proportions and connected components per class, sampled vs training maps.
-- Feature distance (Frechet distance, MONAI ``FIDMetric``): no Inception weights can be downloaded, so the feature
-  network is the shipped brain tissue segmenter's bottleneck (global average pooled; images upsampled to 192 px,
-  about its 1 mm training scale), between real test slices (OASIS 0002) and each image set.
+- Feature distances (FID and KID, :mod:`learn2synth.feature_distance`): no Inception weights can be downloaded, so
+  the feature network is the shipped brain tissue segmenter's encoder (every level, average pooled; images
+  upsampled to 192 px, about its 1 mm training scale), between real test slices (OASIS 0002) and each image set.
 - Downstream: segmenters (same net, steps and batch) trained on (a) SynthSeg-style synthesis of the training label
   maps (preset ``mild``, as exp_brain), (b) SPADE renders of label-generator samples in the T1 style of subject
   0001 slices, (c) the same in the T2-like style, (d) real T1 slices of subject 0001; tested on every 2nd brain
@@ -124,42 +124,28 @@ def label_stats(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Features:
-    """Bottleneck features of the shipped brain segmenter (the input of its deepest block, average pooled)."""
+    """Encoder features of the shipped brain segmenter (:mod:`learn2synth.feature_distance`), images upsampled
+    to 192 x 192 (about its 1 mm training scale)."""
 
     def __init__(self):
         from learn2synth.inference import load_model
         from learn2synth.segment import shipped_model_path
 
         self.net = load_model(shipped_model_path(), device="cpu").net
-        self.grabbed = []
-        modules = [m for m in self.net.modules() if isinstance(m, torch.nn.Conv2d)]
-        probe = {}
 
-        def record(k):
-            def hook(module, inputs, output):
-                probe[k] = output.shape  # returns None: the output is left as it is
-            return hook
-
-        hooks = [m.register_forward_hook(record(k)) for k, m in enumerate(modules)]
-        with torch.no_grad():
-            self.net(torch.zeros(1, 1, 192, 192))
-        for h in hooks:
-            h.remove()
-        deepest = min(probe, key=lambda k: (probe[k][-1], -probe[k][1]))
-        modules[deepest].register_forward_hook(lambda mod, i, o: self.grabbed.append(o.mean((2, 3))))
-
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        self.grabbed.clear()
-        for chunk in images.split(16):
-            self.net(torch.nn.functional.interpolate(chunk, size=(192, 192), mode="bilinear", align_corners=False))
-        return torch.cat(self.grabbed)
+        from learn2synth.feature_distance import encoder_features
+
+        size = (192, 192)
+        return encoder_features(self.net, torch.nn.functional.interpolate(images, size=size, mode="bilinear",
+                                                                           align_corners=False))
 
 
-def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
-    from monai.metrics import FIDMetric
+def distances(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(FID, KID x 1000) between feature sets."""
+    from learn2synth.feature_distance import fid, kid
 
-    return float(FIDMetric()(a.double(), b.double()))
+    return fid(a, b), 1000 * kid(a, b)[0]
 
 
 def train_segmenters(args, work, labelgen_run, spade_run, styles, fitted_labels, real_0001):
@@ -296,7 +282,7 @@ def run(args, data: Path, work: Path) -> str:
         "SPADE T2-like style, sampled label maps": ("t2", render(sampled[:n], "t2")),
         "real T1 (subject 0002) against its T2-like copy": ("t2", tests["t1"][0]),
     }
-    fd = {name: frechet(features(images), reference[c]) for name, (c, images) in sets.items()}
+    fd = {name: distances(features(images), reference[c]) for name, (c, images) in sets.items()}
 
     gallery = Path(args.out).with_suffix(".png")
     rows = {"training label maps": train_maps[:6], "sampled label maps": sampled[:6],
@@ -329,10 +315,12 @@ def report(args, cpu, runs, n_slices, files, stats, fd, dice, n_test, gallery, w
     lines += [f"| {NAMES[k]} | {f_train[k]:.3f} | {f_gen[k]:.3f} | {c_train[k]:.1f} | {c_gen[k]:.1f} |"
               for k in range(5)]
     lines += ["", f"## Feature distance to real test slices (OASIS 0002, n = {n_test} per set)", "",
-              "Frechet distance of the shipped brain segmenter's bottleneck features (average pooled); lower is "
-              "closer. Sets of the same size; the first row is the real-vs-real floor for T1.", "",
-              "| image set | reference | FD |", "|---|---|---|"]
-    lines += [f"| {k} | {'T2-like 0002' if 'T2' in k else 'T1 0002'} | {v:.3g} |" for k, v in fd.items()]
+              "FID and KID (x 1000) of the shipped brain segmenter's encoder features (every level, average pooled; "
+              "learn2synth.feature_distance); lower is closer. Sets of the same size; the first row is the "
+              "real-vs-real floor for T1.", "",
+              "| image set | reference | FID | KID x 1000 |", "|---|---|---|---|"]
+    lines += [f"| {k} | {'T2-like 0002' if 'T2' in k else 'T1 0002'} | {v[0]:.3g} | {v[1]:.3g} |"
+              for k, v in fd.items()]
     lines += ["", f"## Downstream: Dice on OASIS 0002 ({n_test} slices at 64 px, Dice over the stack)", "",
               "| trained on | test | " + " | ".join(NAMES[1:]) + " | mean |", "|---|---|---|---|---|---|---|"]
     for (name, contrast), d in dice.items():
