@@ -269,6 +269,20 @@ def results_table(results: list[Result], test: str, class_names: list[str]) -> s
     return "\n".join(lines)
 
 
+def summary_table(results: list[Result], test: str, base: str = "synthseg") -> str:
+    """Volume Dice mean over seeds (± sd) per method on ``test``, and its difference from ``base``."""
+    by_method: dict[str, list[float]] = {}
+    for r in results:
+        for row in r.per_volume.get(test, []):
+            by_method.setdefault(r.method, []).append(row["dice"])
+    ref = np.mean(by_method.get(base, [np.nan]))
+    lines = [f"| method | seeds | volume Dice (mean ± sd over seeds) | Δ vs {base} (points) |", "|---|---|---|---|"]
+    for method, values in by_method.items():
+        v = np.array(values)
+        lines.append(f"| {method} | {len(v)} | {v.mean():.3f} ± {v.std():.3f} | {100 * (v.mean() - ref):+.1f} |")
+    return "\n".join(lines)
+
+
 def learned_table(results: list[Result]) -> str:
     rows = [r for r in results if r.learned]
     if not rows:

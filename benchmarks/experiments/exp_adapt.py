@@ -165,20 +165,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def summary_table(results: list, test: str) -> str:
-    """Volume Dice mean over seeds (± sd) per method, and its difference from synthseg-continued."""
-    by_method: dict[str, list[float]] = {}
-    for r in results:
-        for row in r.per_volume.get(test, []):
-            by_method.setdefault(r.method, []).append(row["dice"])
-    base = np.mean(by_method.get("synthseg", [np.nan]))
-    lines = ["| method | seeds | volume Dice (mean ± sd over seeds) | Δ vs synthseg (points) |", "|---|---|---|---|"]
-    for method, values in by_method.items():
-        v = np.array(values)
-        lines.append(f"| {method} | {len(v)} | {v.mean():.3f} ± {v.std():.3f} | {100 * (v.mean() - base):+.1f} |")
-    return "\n".join(lines)
-
-
 def priors_report(results: list, work: Path | None, out: Path) -> str:
     """The learned GMM mean range of each intensity class, one column per seed (from each l2s-priors run's
     ``learned_priors.md``), and the first seed's figure of class intensities (real vs synthesized) beside ``out``."""
@@ -220,7 +206,7 @@ def write_report(args, argv, results, test, n_real, model, seconds) -> None:
               f"{n_real} labeled coronal slices of OAS1_{args.train_subject}; test: every {args.test_every}-th brain "
               f"slice of OAS1_{args.test_subject}.",
               f"- {common.environment()}; {seconds / 60:.1f} min in all.", "",
-              "## Volume Dice over seeds (headline)", "", summary_table(results, test.name), "",
+              "## Volume Dice over seeds (headline)", "", common.summary_table(results, test.name), "",
               "## Per seed: volume Dice per class", "", common.volume_table(results, test.name, CLASSES), "",
               "## Per seed: per-slice Dice, Wilcoxon over slices against synthseg (continued)", "",
               common.results_table(results, test.name, CLASSES), "",

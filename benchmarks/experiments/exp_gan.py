@@ -43,6 +43,7 @@ def main(argv=None) -> int:
                         help="extra config override for every method (repeatable)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                         help="run only these (default: all)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; each method runs once per seed")
     parser.add_argument("--out", default=str(common.REPO / "benchmarks" / "results" / "gan_synth.md"))
     parser.add_argument("--work", help="keep runs and prepared data here instead of a temporary folder")
     args = parser.parse_args(argv)
@@ -60,22 +61,33 @@ def main(argv=None) -> int:
                                                   args.test_every, strip=True)
     data_sets, picks = sets_by_k[args.k]
     extra = [*BUDGET, "threads=1", *args.sets]
-    configs = {m: load_train_config(exp_brain.CONFIG, [*data_sets, *s, *extra]) for m, s in METHODS.items()}
-    for name in METHODS:  # the same segmenter steps after the GAN's
-        if name.startswith("gan_synth"):
-            configs[name].steps += configs[name].gan.pretrain_steps
+    seeds = [int(v) for v in args.seeds.split(",")]
+
+    def build(method, seed=seeds[0]):
+        config = load_train_config(exp_brain.CONFIG, [*data_sets, *METHODS[method], *extra, f"seed={seed}"])
+        if method.startswith("gan_synth"):  # the same segmenter steps after the GAN's
+            config.steps += config.gan.pretrain_steps
+        return config
+
+    configs = {m: build(m) for m in METHODS}
     results, cpu = [], {}
-    for method in args.methods:
-        c0 = time.process_time()
-        results += common.run_methods([method], configs.__getitem__, tests[:1], work, n_classes=5, tag=f"K={args.k}")
-        cpu[method] = time.process_time() - c0
+    for seed in seeds:
+        for method in args.methods:
+            c0 = time.process_time()
+            tag = f"K={args.k}" if len(seeds) == 1 else f"K={args.k} seed={seed}"
+            results += common.run_methods([method], lambda m, seed=seed: build(m, seed), tests[:1], work,
+                                          n_classes=5, tag=tag)
+            cpu[method] = cpu.get(method, 0.0) + time.process_time() - c0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    gallery = gan_gallery(work / "runs" / f"K{args.k}_gan_synth", tests[0], Path(args.out).with_suffix(".png"))
-    scores = discriminator_table(work / "runs" / f"K{args.k}_gan_synth", tests[0])
-    print(scores)
+    first = next(r for r in results if r.method == "gan_synth") if "gan_synth" in args.methods else None
+    run = work / "runs" / f"{first.tag}_gan_synth".replace("=", "") if first else None
+    gallery = gan_gallery(run, tests[0], Path(args.out).with_suffix(".png")) if run else None
+    scores = discriminator_table(run, tests[0]) if run else "(gan_synth not run)"
+    distances = feature_table(run, tests[0], configs["synthseg"]) if run else "(gan_synth not run)"
+    print(scores, distances, sep="\n\n")
     total_cpu, total = time.process_time() - cpu0, time.perf_counter() - t0
     write_report(Path(args.out), results, tests[0], configs, cpu, total_cpu, total, command, args, picks, n_synth,
-                 extra, gallery, work, scores)
+                 extra, gallery, work, scores, distances)
     if tmp is not None:
         tmp.cleanup()
     print(f"wrote {args.out} ({total_cpu:.0f} s CPU, {total:.0f} s wall)")
@@ -138,6 +150,52 @@ def discriminator_table(run: Path, test) -> str:
             + f"\n\nMean percentile of a generated image's logit among the real images' logits: {share:.3f}.")
 
 
+def feature_table(run: Path, test, synthseg_config) -> str:
+    """FID and KID (learn2synth.feature_distance, the shipped brain model's encoder) between the real images of
+    one half of the test slices (every other slice) and images of the other half: real, GAN-generated from their
+    label maps, and SynthSeg-style renders of the same label maps (the synthseg method's synthesis). Every image
+    is quantile-normalized, as the shipped model's training images were."""
+    import torch
+
+    from learn2synth.feature_distance import encoder_features, fid, kid
+    from learn2synth.gan_cmd import load_gan
+    from learn2synth.inference import load_model
+    from learn2synth.report import markdown_table
+    from learn2synth.segment import shipped_model_path
+    from learn2synth.synth import Synthesizer
+    from learn2synth.synth.normalize import normalize
+
+    gan, _ = load_gan(str(run))
+    net = load_model(shipped_model_path(), device="cpu").net
+    stride = 16
+    ref_idx, other = list(range(0, len(test.images), 2)), list(range(1, len(test.images), 2))
+    n = min(len(ref_idx), len(other))
+    ref_idx, other = ref_idx[:n], other[:n]
+
+    def crop(x):  # whole slices, cropped to a multiple of the network's stride
+        h, w = (d // stride * stride for d in x.shape[-2:])
+        return x[..., :h, :w]
+
+    def batch(arrays, labels=False):
+        return crop(torch.stack([torch.from_numpy(a)[None] for a in arrays]).to(torch.long if labels else torch.float))
+
+    real = batch([test.images[i] for i in other])
+    labels = batch([test.labels[i] for i in other], labels=True)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sets = {"real (other slices of subject 0002)": real,
+                "GAN, from those slices' label maps": gan.generate(labels, generator),
+                f"SynthSeg-style (preset {synthseg_config.synth_preset}), same label maps":
+                    Synthesizer(synthseg_config.synth)(labels, generator=generator).image}
+    reference = encoder_features(net, normalize(batch([test.images[i] for i in ref_idx]), "quantile"))
+    rows = []
+    for name, images in sets.items():
+        features = encoder_features(net, normalize(images, "quantile"))
+        k, k_sd = kid(features, reference)
+        rows.append([name, n, f"{fid(features, reference):.3g}", f"{1000 * k:.3g} ± {1000 * k_sd:.2g}"])
+    return markdown_table(["image set", "n", "FID", "KID x 1000 (± sd over subsets)"], rows)
+
+
 def gan_logs(run: Path) -> dict:
     """From a gan_synth run's metrics.csv: the last GAN L1, the mean realism and synthetic weight once non-zero."""
     import csv
@@ -162,7 +220,7 @@ def gan_table(work: Path, results) -> str:
 
 
 def write_report(out: Path, results, test, configs, cpu, total_cpu, total, command, args, picks, n_synth, extra,
-                 gallery, work: Path, scores: str) -> None:
+                 gallery, work: Path, scores: str, distances: str) -> None:
     c, g = configs["gan_synth"], configs["gan_synth"].gan
     segmenter_steps = configs["real"].steps
     classes = exp_brain.CLASSES
@@ -190,7 +248,8 @@ def write_report(out: Path, results, test, configs, cpu, total_cpu, total, comma
         f"- Test: {len(test.cases)} brain slices of subject 0002 (every {args.test_every}-th), segmented whole.",
         f"- Overrides on top of `configs/experiments/brain.yaml`: `{' '.join(extra)}`; gan_synth's steps are "
         f"raised by its GAN steps (`steps={c.steps}`).", "",
-        f"## {test.name}", "", "Volume Dice per class (the slices stacked; the headline):", "",
+        f"## {test.name}", "", "Volume Dice over seeds (the headline):", "", common.summary_table(results, test.name),
+        "", "Volume Dice per class (the slices stacked):", "",
         common.volume_table(results, test.name, classes), "", "Per slice (Wilcoxon against synthseg):", "",
         common.results_table(results, test.name, classes), "",
         "## What the GAN runs logged (metrics.csv)", "",
@@ -199,7 +258,12 @@ def write_report(out: Path, results, test, configs, cpu, total_cpu, total, comma
         "## The discriminator's scores on held-out pairs (end of the run)", "",
         "Subject 0002's slices, real and generated from their label maps; per image the mean patch logit and BCE.",
         "", scores, "",
-        "## The GAN's images", "", f"![GAN gallery]({gallery.name})", "",
+        "## Image quality: feature distances to real held-out slices", "",
+        "Reference: the real images of every other test slice of subject 0002; each set is made from the other "
+        "slices. Features: the shipped brain model's encoder (every level, average pooled; "
+        "`learn2synth.feature_distance`; Inception weights cannot be downloaded here). The real row is the floor "
+        "(different anatomy, same scanner).", "", distances, "",
+        "## The GAN's images", "", f"![GAN gallery]({gallery.name if gallery else ''})", "",
         "Generated from subject 0002's label maps (the GAN saw only subject 0001's K slices), above the real slices "
         "of those label maps.", "",
         "## Reading", "", "(written by hand after the run)", "",
