@@ -159,3 +159,45 @@ def test_training_writes_the_table_and_figure_of_the_learned_priors(tmp_path, ca
     assert rows[2]["std_lo"] == rows[2]["std_hi"] == 0.0  # preset none: std not learned, as configured
     assert "| 5 |" in (tmp_path / "learned_priors.md").read_text()
     assert report_run(tmp_path) == rows and "intensity class" in capsys.readouterr().out
+
+
+def test_fit_to_real_starts_each_tissue_class_from_the_real_intensities():
+    # label tables: values 0 (background), 2 and 41 (one intensity class, target 1), 3 (target 2), 24 (target 0)
+    config = SynthConfig()
+    config.labels.generation_labels = [0, 2, 41, 3, 24]
+    config.labels.generation_classes = [0, 1, 1, 2, 3]
+    config.labels.segmentation_labels = [0, 1, 1, 2, 0]
+    aug = LearnedPriorsAugmenter(Synthesizer(config), 4, ["gmm.mean", "gmm.std"])
+    before = aug.prior("gmm.mean").detach().clone()
+    label = torch.zeros(1, 10, 10, dtype=torch.long)
+    label[:, :, :5], label[:, :, 5:] = 1, 2
+    label[:, 0] = 0  # a row of background
+    first = torch.where(label == 1, 0.3, 0.8).float()
+    second = torch.where(label == 1, 0.4, 0.6).float()
+    second[:, 1, 7] = 0.8  # one brighter voxel of class 2 in the second example
+    fitted = aug.fit_to_real([first, second], [label, label], margin=0.05)
+    assert fitted == [1, 2]
+    mean, std = aug.prior("gmm.mean").detach(), aug.prior("gmm.std").detach()
+    torch.testing.assert_close(mean[1], torch.tensor([0.25, 0.45]))  # class means 0.3 and 0.4, +- margin
+    m2 = (0.6 * 44 + 0.8) / 45  # second example: 45 voxels of class 2, one of them at 0.8
+    torch.testing.assert_close(mean[2], torch.tensor([m2 - 0.05, 0.85]))
+    torch.testing.assert_close(std[2], torch.tensor([0.0, float(second[label == 2].std())]))
+    torch.testing.assert_close(mean[[0, 3]], before[[0, 3]])  # background and non-brain: as they were
+
+
+def test_fit_real_starts_a_run_from_its_real_training_examples():
+    from learn2synth.train import setup
+    from test_train import tiny
+
+    config = tiny("learn2synth", "augmenter.kind=learned_priors", "augmenter.priors=[gmm.mean]")
+    plain, _ = setup(config)
+    config.augmenter.fit_real = True
+    fitted, _ = setup(config)
+    expected = LearnedPriorsAugmenter(plain.synth, plain.augmenter.n_classes, ["gmm.mean"])
+    classes = expected.fit_to_real(plain.real.images, plain.real.labels)
+    assert classes  # phantom classes with voxels in the real examples
+    torch.testing.assert_close(fitted.augmenter.prior("gmm.mean"), expected.prior("gmm.mean"))
+    assert not torch.equal(fitted.augmenter.prior("gmm.mean"), plain.augmenter.prior("gmm.mean"))
+    config.augmenter.kind = "parametric"
+    with pytest.raises(ConfigError, match="fit_real"):
+        setup(config)

@@ -11,6 +11,9 @@ same number of extra steps (``learn2synth.adapt.adapt_config`` builds each confi
 - ``l2s-parametric``, ``l2s-priors``, ``l2s-residual``: Learn2Synth with each augmenter (the segmenter never
   sees a real image); ``l2s-best``: the one of the three with the best validation Dice on held-out K examples
   (never the test subject), per seed;
+- ``l2s-priors-fit``: learned priors whose GMM ranges start from the K examples' per-class intensities
+  (``augmenter.fit_real``); ``fit-only``: the same start, never updated (synthesis with priors estimated from the
+  K examples, no hypergradient): the ablation that tells what the hypergradient adds;
 - ``mixed``, ``finetune``, ``real``: the K examples train the segmenter.
 
 Scored with Dice per class over the test volume (the papers' protocol) and per slice; Wilcoxon over slices
@@ -41,12 +44,15 @@ METHODS = {
     "synthseg": ["method=synthseg", "data.real=null"],
     "l2s-parametric": ["augmenter.kind=parametric"],
     "l2s-priors": ["augmenter.kind=learned_priors"],
+    "l2s-priors-fit": ["augmenter.kind=learned_priors", "augmenter.fit_real=true"],
+    "fit-only": ["augmenter.kind=learned_priors", "augmenter.fit_real=true", "meta.warmup=1000000000",
+                 "augmenter.check_every=0"],
     "l2s-residual": ["augmenter.kind=residual", "augmenter.lr=0.001", "augmenter.check_every=0"],
     "mixed": ["method=mixed"],
     "finetune": ["method=finetune", "finetune_from=0.0"],
     "real": ["method=real"],
 }
-L2S = ("l2s-parametric", "l2s-priors", "l2s-residual")
+L2S = ("l2s-parametric", "l2s-priors", "l2s-residual", "l2s-priors-fit")
 QUICK_SETS = ["steps=4", "batch_size=2", "real_batch_size=2", "data.shape=[64,64]", "augmenter.check_every=2",
               "augmenter.channels=[4,8]"]
 

@@ -128,6 +128,9 @@ class AugmenterConfig:
     # learned_priors: which priors are learned, e.g. [gmm.mean, gmm.std, noise.std, bias.std, gamma.std]
     # (None: those of that list whose effect is enabled)
     priors: list[str] | None = None
+    # learned_priors: start the GMM ranges of brain-tissue intensity classes from the real training examples'
+    # per-class intensities (LearnedPriorsAugmenter.fit_to_real), instead of the synthesis preset's
+    fit_real: bool = False
     noise: Literal["sigma", "range", "none"] = "sigma"
     noise_init: list[float] = field(default_factory=lambda: [0.01], metadata=POSITIVE)
     # control points per axis of each bias-field scale. With instance norm (net.norm), the exponent of a 2-point

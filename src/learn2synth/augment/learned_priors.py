@@ -77,6 +77,51 @@ class LearnedPriorsAugmenter(nn.Module):
             raise ConfigError(f"synth.{name}", f"is not a valid starting value for a learned prior: {value.tolist()}")
         self.register_parameter(_key(name), nn.Parameter(value.clone()))
 
+    @torch.no_grad()
+    def fit_to_real(self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], margin: float = 0.05,
+                    min_voxels: int = 20) -> list[int]:
+        """Start the learned GMM ranges from real labeled examples (``augmenter.fit_real``); returns the
+        intensity classes set.
+
+        Every intensity class whose label values all have one target class t > 0 gets, if ``gmm.mean`` is
+        learned, the range of the per-example mean intensity of t in the (normalized) real images, widened by
+        ``margin`` on each side, and, if ``gmm.std`` is learned, the range of its per-example standard deviation.
+        Examples with fewer than ``min_voxels`` voxels of t do not count. Other classes (background and non-brain
+        labels, targets the real examples lack) keep their starting ranges. The real images' units (after their
+        normalization) stand in for the synthesis's GMM units, which its min-max and final normalization map to
+        about the same [0, 1]: a starting point for the hypergradient, not an exact fit.
+        """
+        stats: dict[int, list[tuple[float, float]]] = {}
+        for image, label in zip(images, labels, strict=True):
+            for t in label.unique().tolist():
+                values = image[label == t]
+                if t > 0 and values.numel() >= min_voxels:
+                    stats.setdefault(int(t), []).append((float(values.mean()), float(values.std())))
+        fitted = []
+        for k, targets in enumerate(self._class_targets()):
+            if len(targets) != 1 or targets[0] not in stats:
+                continue
+            means, stds = (torch.tensor(v) for v in zip(*stats[targets[0]], strict=True))
+            if "gmm.mean" in self.names:
+                self.prior("gmm.mean")[k] = torch.stack([means.min() - margin, means.max() + margin])
+            if "gmm.std" in self.names:
+                self.prior("gmm.std")[k] = torch.stack([stds.min(), stds.max()])
+            fitted.append(k)
+        return fitted
+
+    def _class_targets(self) -> list[list[int]]:
+        """The target classes rendered by each intensity class (label tables; without them a label value is its
+        own intensity class and target)."""
+        tables = self.synth.config.labels
+        if tables.generation_labels is None:
+            return [[k] for k in range(self.n_classes)]
+        classes = tables.generation_classes or list(range(len(tables.generation_labels)))
+        targets = tables.segmentation_labels or list(tables.generation_labels)
+        out: list[set] = [set() for _ in range(self.n_classes)]
+        for c, t in zip(classes, targets, strict=True):
+            out[c].add(int(t))
+        return [sorted(t) for t in out]
+
     # -- the learned values, in their valid ranges ------------------------------------------------------
     def prior(self, name: str) -> torch.Tensor:
         """The current value of one learned prior (a leaf parameter)."""

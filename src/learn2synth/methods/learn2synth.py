@@ -40,6 +40,16 @@ class Learn2Synth(Method):
         a = config.augmenter
         self.augmenter = build_augmenter(config, data.synth, data.labels).to(device)
         self.aug_opt = torch.optim.Adam(self.augmenter.parameters(), lr=a.lr, betas=tuple(a.betas))
+        if a.fit_real:
+            if a.kind != "learned_priors" or data.real is None:
+                raise ConfigError("augmenter.fit_real", "needs augmenter.kind learned_priors and real examples "
+                                                        "(data.real)")
+            self.augmenter.fit_to_real(data.real.images, data.real.labels)
+            if self.reduce is not None:  # each process fitted its own shard of the real examples: average them
+                with torch.no_grad():
+                    learned = list(self.augmenter.parameters())
+                    for p, mean in zip(learned, self.reduce([p.detach().clone() for p in learned]), strict=True):
+                        p.copy_(mean)
         self.guard = None
         if a.check_every:
             if data.val is None:
