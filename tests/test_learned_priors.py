@@ -162,12 +162,13 @@ def test_training_writes_the_table_and_figure_of_the_learned_priors(tmp_path, ca
 
 
 def test_fit_to_real_starts_each_tissue_class_from_the_real_intensities():
-    # label tables: values 0 (background), 2 and 41 (one intensity class, target 1), 3 (target 2), 24 (target 0)
+    # label tables: values 0 (background), 2 and 41 (one intensity class, target 1), 3 (target 2), 24 (target 0),
+    # and 4 (target 2) with 50 (target 0) in one class, as SynthSeg's CSF class holds ventricles and outer CSF
     config = SynthConfig()
-    config.labels.generation_labels = [0, 2, 41, 3, 24]
-    config.labels.generation_classes = [0, 1, 1, 2, 3]
-    config.labels.segmentation_labels = [0, 1, 1, 2, 0]
-    aug = LearnedPriorsAugmenter(Synthesizer(config), 4, ["gmm.mean", "gmm.std"])
+    config.labels.generation_labels = [0, 2, 41, 3, 24, 4, 50]
+    config.labels.generation_classes = [0, 1, 1, 2, 3, 4, 4]
+    config.labels.segmentation_labels = [0, 1, 1, 2, 0, 2, 0]
+    aug = LearnedPriorsAugmenter(Synthesizer(config), 5, ["gmm.mean", "gmm.std"])
     before = aug.prior("gmm.mean").detach().clone()
     label = torch.zeros(1, 10, 10, dtype=torch.long)
     label[:, :, :5], label[:, :, 5:] = 1, 2
@@ -176,12 +177,13 @@ def test_fit_to_real_starts_each_tissue_class_from_the_real_intensities():
     second = torch.where(label == 1, 0.4, 0.6).float()
     second[:, 1, 7] = 0.8  # one brighter voxel of class 2 in the second example
     fitted = aug.fit_to_real([first, second], [label, label], margin=0.05)
-    assert fitted == [1, 2]
+    assert fitted == [1, 2, 4]
     mean, std = aug.prior("gmm.mean").detach(), aug.prior("gmm.std").detach()
     torch.testing.assert_close(mean[1], torch.tensor([0.25, 0.45]))  # class means 0.3 and 0.4, +- margin
     m2 = (0.6 * 44 + 0.8) / 45  # second example: 45 voxels of class 2, one of them at 0.8
     torch.testing.assert_close(mean[2], torch.tensor([m2 - 0.05, 0.85]))
     torch.testing.assert_close(std[2], torch.tensor([0.0, float(second[label == 2].std())]))
+    torch.testing.assert_close(mean[4], mean[2])  # its tissue's statistics
     torch.testing.assert_close(mean[[0, 3]], before[[0, 3]])  # background and non-brain: as they were
 
 

@@ -83,7 +83,8 @@ class LearnedPriorsAugmenter(nn.Module):
         """Start the learned GMM ranges from real labeled examples (``augmenter.fit_real``); returns the
         intensity classes set.
 
-        Every intensity class whose label values all have one target class t > 0 gets, if ``gmm.mean`` is
+        Every intensity class whose label values have one target class t > 0 (besides background: SynthSeg's
+        CSF class holds the ventricles, target CSF, and the extra-cerebral CSF, target 0) gets, if ``gmm.mean`` is
         learned, the range of the per-example mean intensity of t in the (normalized) real images, widened by
         ``margin`` on each side, and, if ``gmm.std`` is learned, the range of its per-example standard deviation.
         Examples with fewer than ``min_voxels`` voxels of t do not count. Other classes (background and non-brain
@@ -99,9 +100,10 @@ class LearnedPriorsAugmenter(nn.Module):
                     stats.setdefault(int(t), []).append((float(values.mean()), float(values.std())))
         fitted = []
         for k, targets in enumerate(self._class_targets()):
-            if len(targets) != 1 or targets[0] not in stats:
+            tissue = [t for t in targets if t > 0]
+            if len(tissue) != 1 or tissue[0] not in stats:
                 continue
-            means, stds = (torch.tensor(v) for v in zip(*stats[targets[0]], strict=True))
+            means, stds = (torch.tensor(v) for v in zip(*stats[tissue[0]], strict=True))
             if "gmm.mean" in self.names:
                 self.prior("gmm.mean")[k] = torch.stack([means.min() - margin, means.max() + margin])
             if "gmm.std" in self.names:
