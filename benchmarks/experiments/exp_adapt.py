@@ -132,6 +132,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps, one seed, few test slices")
     parser.add_argument("--work", help="keep runs here (resumable)")
     parser.add_argument("--out", help="report (default benchmarks/results/adapt_<contrast>.md)")
+    parser.add_argument("--existing-only", action="store_true",
+                        help="train nothing: report the runs already finished in --work (methods without a finished "
+                             "run for a seed are left out of that seed)")
     args = parser.parse_args(argv)
     if args.train_subject == args.test_subject:
         raise SystemExit("--train-subject and --test-subject must differ (never one subject on both sides)")
@@ -160,7 +163,11 @@ def main(argv=None) -> int:
                 return adapt_config(model, manifest, sets=sets)
 
             tag = f"seed={seed}"
-            results += common.run_methods(methods, build, [test], work, len(CLASSES) + 1, tag=tag,
+            todo = methods
+            if args.existing_only:
+                todo = [m for m in methods if m == "start" or (work / "runs" / f"{tag}_{m}".replace("=", "")
+                                                               / f"step_{args.steps:06d}.pt").exists()]
+            results += common.run_methods(todo, build, [test], work, len(CLASSES) + 1, tag=tag,
                                           fixed={"start": model})
             best = best_l2s(results, work, tag)
             if best:
@@ -192,13 +199,15 @@ def priors_report(results: list, work: Path | None, out: Path) -> str:
     for i, name in enumerate(names):
         cells = [f"[{t[i]['mean_lo']:.2f}, {t[i]['mean_hi']:.2f}]" if i < len(t) else "-" for t in tables.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    figure = runs[0][1] / "learned_priors.png"
-    if figure.exists():
-        target = out.with_name(out.stem + "_priors.png")
-        shutil.copyfile(figure, target)
-        lines += ["", f"![class intensities, {runs[0][0]}]({target.name})", "",
-                  f"Intensity per target class, the K real slices against images synthesized with the learned priors "
-                  f"({runs[0][0]})."]
+    tag = runs[0][0]
+    for method in ("l2s-priors", "l2s-priors-fit", "fit-only"):
+        figure = work / "runs" / f"{tag}_{method}".replace("=", "") / "learned_priors.png"
+        if figure.exists():
+            target = out.with_name(f"{out.stem}_{method}_priors.png")
+            shutil.copyfile(figure, target)
+            lines += ["", f"![class intensities, {method}, {tag}]({target.name})", "",
+                      f"Intensity per target class: the K real slices against images synthesized with the priors "
+                      f"of `{method}` at the end of its run ({tag})."]
     return "\n".join(lines)
 
 
