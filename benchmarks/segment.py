@@ -34,13 +34,14 @@ T1_TARGETS = {"mean": 0.80, 1: 0.80, 3: 0.88, 2: 0.75, 4: 0.60}
 OTHER_TARGET, SECONDS_TARGET = 0.75, 15.0
 
 
-def segment_one(model, scan: Path, out: Path, threads: int) -> tuple[np.ndarray, float, float]:
+def segment_one(model, scan: Path, out: Path, threads: int, mirror: bool = True) -> tuple[np.ndarray, float, float]:
     """Label map of ``scan`` by ``learn2synth segment`` (in this process), its wall time and the load average."""
     from learn2synth.cli import main
 
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    argv = ["segment", str(scan), "--out", str(out), "--threads", str(threads), "--quiet"]
+    argv = ["segment", str(scan), "--out", str(out), "--threads", str(threads), "--quiet",
+            *([] if mirror else ["--no-mirror"])]
     code = main(argv + (["--model", str(model)] if model else []))
     seconds = time.perf_counter() - start
     if code != 0:
@@ -66,7 +67,8 @@ def run(args) -> list[dict]:
                 image = contrasts.make_contrast(t1, seg4, contrast, seed=SUBJECTS.index(subject))
                 path = Path(tmp) / f"{subject}_{contrast}.nii.gz"
                 nib.save(nib.Nifti1Image(image, scan.affine, scan.header), path)
-                labels, seconds, load = segment_one(args.model, path, Path(tmp) / f"seg_{path.name}", args.threads)
+                labels, seconds, load = segment_one(args.model, path, Path(tmp) / f"seg_{path.name}", args.threads,
+                                                    args.mirror)
                 scores = score_volumes(labels, seg4, list(CLASSES))
                 row = {"subject": subject, "contrast": contrast, "seconds_per_volume": seconds, "load": load,
                        "dice_per_class": {CLASSES[k]: scores[k]["dice"] for k in CLASSES},
@@ -92,7 +94,9 @@ def report(rows: list[dict], args, command: str, model_info: str) -> str:
                                args.quick, command)
     lines += [model_info, "",
               "Volume Dice per class (whole 3D volume against OASIS `aligned_seg4`; FreeSurfer labels, not manual). "
-              "Time: `learn2synth segment` on one 160x192x224 volume, reading and writing included, "
+              + ("Each scan segmented and mirrored left-right, the two averaged (segment's default). " if args.mirror
+                 else "Each scan segmented once (`--no-mirror`). ")
+              + "Time: `learn2synth segment` on one 160x192x224 volume, reading and writing included, "
               f"{args.threads} threads; load = 1-min load average when it started.", "",
               "| subject | contrast | cortex | subcortical GM | WM | CSF | mean | s / volume (load) | target met |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -154,6 +158,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one subject, T1 only")
     parser.add_argument("--json", action="store_true", help="print one JSON object per test volume")
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false", help="segment each scan once")
     parser.add_argument("--out", default=str(HERE / "results" / "segment.md"))
     args = parser.parse_args(argv)
     args.contrasts = [c.strip() for c in args.contrasts.split(",")]
