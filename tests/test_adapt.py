@@ -106,6 +106,8 @@ def test_bad_inputs_are_one_line(model, real, tmp_path, capsys, monkeypatch):
     assert "class count 4 in the checkpoint, 5 in this config" in err and str(model) in err
     assert "no such file or folder" in bad(capsys, "--model", str(model), "--real", str(tmp_path / "none"), *out)
     assert "no such file" in bad(capsys, "--model", str(tmp_path / "nomodel.pt"), "--real", str(real), *out)
+    one = real_folder(tmp_path / "one", n=1)
+    assert "holds one subject" in bad(capsys, "--model", str(model), "--real", str(one), *out)
     import learn2synth.segment
 
     monkeypatch.setattr(learn2synth.segment, "SHIPPED_MODEL", "missing.pt")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import merge
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .init_from import network_differences
 from .train_config import TrainConfig, load_train_config
 
@@ -50,7 +50,22 @@ def adapt_config(model: str | Path, real: str | Path, config: str | Path | None 
     _check_model_files(path, result)
     if result.data.real not in (None, "phantom") and not Path(result.data.real).exists():
         raise InputError(result.data.real, "no such file or folder (the real labeled examples to adapt to)")
+    _check_held_out(result)
     return result
+
+
+def _check_held_out(config: TrainConfig) -> None:
+    """The augmenter check needs a real subject to hold out: refuse one subject now, from the file names, rather
+    than after the label maps are read (a minute for the shipped model's)."""
+    from .data import read_manifest
+
+    if not config.augmenter.check_every or config.data.real in (None, "phantom"):
+        return
+    subjects = {subject for *_, subject in read_manifest(config.data.real)}
+    if len(subjects) < 2:
+        raise ConfigError("augmenter.check_every", f"--real {config.data.real} holds one subject; the augmenter "
+                                                   "check holds real subjects out, so give two or more, or --set "
+                                                   "augmenter.check_every=0")
 
 
 def _check_model_files(model: Path, config: TrainConfig) -> None:
