@@ -55,18 +55,19 @@ def intensity_class_names(synth, label_mapping: str | Path | None = None) -> lis
     >>> intensity_class_names(Synthesizer(config))
     ['label 0', 'labels 2, 41', 'label 16']
     """
-    labels = synth.config.labels
-    if labels.generation_labels is None:
+    from .synth.pipeline import label_table
+
+    table = label_table(synth.config.labels)
+    if table is None:
         return None
-    classes = labels.generation_classes or list(range(len(labels.generation_labels)))
     owner = {}
     if label_mapping:
         from .io import load_label_mapping
 
         owner = {v: name for name, vs in (load_label_mapping(label_mapping).groups or {}).items() for v in vs}
     names = []
-    for k in range(max(classes) + 1):
-        values = [int(v) for v, c in zip(labels.generation_labels, classes, strict=True) if c == k]
+    for k in range(max(c for _, c, _ in table) + 1):
+        values = [v for v, c, _ in table if c == k]
         group = {owner.get(v) for v in values}
         if len(group) == 1 and None not in group:
             names.append(group.pop())

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..synth import Synthesizer
+from ..synth.pipeline import label_table
 
 # prior name -> (is a [lo, hi] range, smallest valid value)
 KINDS = {"gmm.mean": (True, None), "gmm.std": (True, 0.0), "noise.std": (True, 0.0), "bias.std": (False, 0.0),
@@ -114,14 +115,12 @@ class LearnedPriorsAugmenter(nn.Module):
     def _class_targets(self) -> list[list[int]]:
         """The target classes rendered by each intensity class (label tables; without them a label value is its
         own intensity class and target)."""
-        tables = self.synth.config.labels
-        if tables.generation_labels is None:
+        table = label_table(self.synth.config.labels)
+        if table is None:
             return [[k] for k in range(self.n_classes)]
-        classes = tables.generation_classes or list(range(len(tables.generation_labels)))
-        targets = tables.segmentation_labels or list(tables.generation_labels)
         out: list[set] = [set() for _ in range(self.n_classes)]
-        for c, t in zip(classes, targets, strict=True):
-            out[c].add(int(t))
+        for _, c, t in table:
+            out[c].add(t)
         return [sorted(t) for t in out]
 
     # -- the learned values, in their valid ranges ------------------------------------------------------

@@ -282,17 +282,27 @@ def _strip_table(values, device) -> torch.Tensor:
     return lut
 
 
-def _label_tables(cfg: LabelsConfig, device):
-    """Lookup tables label value -> intensity class, label value -> target (-1 marks unknown values)."""
+def label_table(cfg: LabelsConfig) -> list[tuple[int, int, int]] | None:
+    """``(label value, intensity class, target)`` per generation label, the defaults filled in (each value its
+    own class; its own target); None without label tables."""
     if cfg.generation_labels is None:
         if cfg.generation_classes is not None or cfg.segmentation_labels is not None:
             raise ValueError("labels.generation_classes/segmentation_labels need labels.generation_labels")
-        return None, None, None
-    values = list(cfg.generation_labels)
+        return None
+    values = [int(v) for v in cfg.generation_labels]
     classes = list(cfg.generation_classes) if cfg.generation_classes is not None else list(range(len(values)))
     targets = list(cfg.segmentation_labels) if cfg.segmentation_labels is not None else values
     if not (len(classes) == len(targets) == len(values)):
         raise ValueError("labels.generation_labels, generation_classes and segmentation_labels differ in length")
+    return [(v, int(c), int(t)) for v, c, t in zip(values, classes, targets, strict=True)]
+
+
+def _label_tables(cfg: LabelsConfig, device):
+    """Lookup tables label value -> intensity class, label value -> target (-1 marks unknown values)."""
+    table = label_table(cfg)
+    if table is None:
+        return None, None, None
+    values, classes, targets = (list(column) for column in zip(*table, strict=True))
     if len(set(values)) != len(values) or min(values) < 0:
         raise ValueError("labels.generation_labels must be distinct non-negative integers")
     class_lut = torch.full((max(values) + 1,), -1, dtype=torch.long, device=device)
