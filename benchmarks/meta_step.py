@@ -87,6 +87,10 @@ METHOD_RUNS = {  # trainer runs: name -> config overrides
     "learn2synth_fd_onesided": ["method=learn2synth", "meta.mode=fd_onesided"],
     # a cheaper configuration: one meta-step every 4 steps (plain augmented steps in between)
     "learn2synth_fd_onesided_every4": ["method=learn2synth", "meta.mode=fd_onesided", "meta.meta_every=4"],
+    # meta.debias: its reference gradient from an extra synthetic pass, or from the next step's own (deferred)
+    "learn2synth_fd_onesided_debias": ["method=learn2synth", "meta.mode=fd_onesided", "meta.debias=true"],
+    "learn2synth_fd_onesided_debias_next": ["method=learn2synth", "meta.mode=fd_onesided", "meta.debias=true",
+                                            "meta.debias_reference=next"],
     "learn2synth_default": ["method=learn2synth"],  # whatever TrainConfig's defaults are (train_ratio_default)
 }
 #: trainer steps are timed over whole meta_every cycles (a multiple of this many steps)

@@ -175,6 +175,15 @@ class MetaConfig:
     # subtract the loss of an independent synthetic batch at phi' from the real loss (gradient matching; see
     # learn2synth.meta.hypergrad._objective): the learned values then settle where synthesis matches real data
     debias: bool = False
+    # where debias's reference gradient comes from: an extra synthetic batch (one more forward/backward per
+    # meta-step), or the next step's own synthetic batch, which it computes at phi' anyway ("next": no extra pass;
+    # fd modes only; the augmenter's update then lands one step later)
+    debias_reference: Literal["extra", "next"] = "extra"
+
+    def validate(self):
+        if self.debias and self.debias_reference == "next" and self.mode == "exact":
+            raise ConfigError("debias_reference", "next needs meta.mode fd or fd_onesided (the exact mode's "
+                                                  "second-order graph cannot wait for the next step)")
 
 
 @dataclass

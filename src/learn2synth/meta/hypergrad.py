@@ -48,7 +48,7 @@ from learn2synth.errors import ConfigError
 from learn2synth.meta.optim import FunctionalOptimizer, detach_state, serial_math
 from learn2synth.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["MetaResult", "StepResult", "meta_step", "plain_step", "MODES"]
+__all__ = ["DeferredHypergrad", "MetaResult", "StepResult", "finish_deferred", "meta_step", "plain_step", "MODES"]
 
 Params = dict[str, Tensor]
 State = dict[str, Any]
@@ -68,11 +68,13 @@ class StepResult:
         new_params: updated parameters: detached from any graph, leaves with ``requires_grad=True``.
         new_opt_state: optimizer state after the step (detached).
         loss: the loss at the parameters before the step.
+        grads: the (reduced) gradient the step took, detached.
     """
 
     new_params: Params
     new_opt_state: State
     loss: float
+    grads: Params | None = None
 
 
 @dataclass
@@ -87,13 +89,56 @@ class MetaResult:
             for an entry the losses do not depend on).
         loss_synth: synthetic loss at ``phi``.
         loss_real: real loss at ``phi'`` (without ``alpha``).
+        synth_grads: the (reduced) synthetic gradient at ``phi`` that the update took, detached.
+        deferred: with ``defer=True``, what :func:`finish_deferred` needs to produce ``hypergrads`` (then None)
+            once the reference gradient is known.
     """
 
     new_params: Params
     new_opt_state: State
-    hypergrads: list[Tensor]
+    hypergrads: list[Tensor] | None
     loss_synth: float
     loss_real: float
+    synth_grads: Params | None = None
+    deferred: DeferredHypergrad | None = None
+
+
+@dataclass
+class DeferredHypergrad:
+    """An fd-mode meta-step whose hypergradient waits for its reference gradient (``meta.debias_reference:
+    next``).
+
+    The debiased outer objective's gradient at ``phi'`` is ``alpha * (d loss_real / d phi' - g_ref)``, with
+    ``g_ref`` the synthetic gradient of an independent batch at ``phi'``. The next training step computes such a
+    gradient anyway, for its own update (its batch is drawn independently, at ``phi'``); waiting one step for it
+    saves the extra synthetic forward and backward pass that ``reference_loss`` costs. Holds ``phi``, its synthetic
+    gradient and optimizer state (for ``opt.vjp``), ``v`` = d alpha*loss_real / d phi' (reduced), the one-sided base
+    point, and the RNG state of the synthetic pass (replayed by the perturbed passes).
+    """
+
+    phi: Params
+    grads: Params
+    opt_state: State
+    v: Params
+    base: list[Tensor] | None
+    rng: dict
+    alpha: float
+    fd_eps: float | None
+    onesided: bool
+
+    def state_dict(self, opt: FunctionalOptimizer) -> dict:
+        """Tensors, numbers and dicts only (a ``weights_only`` checkpoint loads it)."""
+        return {"phi": {k: p.detach() for k, p in self.phi.items()}, "grads": self.grads,
+                "opt_state": opt.state_dict(self.opt_state), "v": self.v, "base": self.base, "rng": self.rng,
+                "alpha": self.alpha, "fd_eps": self.fd_eps, "onesided": self.onesided}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, opt: FunctionalOptimizer, device=None) -> DeferredHypergrad:
+        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        phi = move(state["phi"])
+        base = None if state["base"] is None else [b.to(device) for b in state["base"]]
+        return cls(phi, move(state["grads"]), opt.load_state_dict(state["opt_state"], phi), move(state["v"]), base,
+                   state["rng"], float(state["alpha"]), state["fd_eps"], bool(state["onesided"]))
 
 
 def _reduced(reduce: Reduce | None, tensors: list[Tensor]) -> list[Tensor]:
@@ -150,7 +195,8 @@ def plain_step(
     del value  # parts of the graph not on the way to phi (e.g. an augmenter) hold memory until released
     with torch.no_grad():
         new_params, new_state = opt.step(phi, dict(zip(keys, grads, strict=True)), opt_state)
-    return StepResult(_detached_leaves(new_params), detach_state(new_state), loss_value)
+    return StepResult(_detached_leaves(new_params), detach_state(new_state), loss_value,
+                      dict(zip(keys, [g.detach() for g in grads], strict=True)))
 
 
 def meta_step(
@@ -166,6 +212,7 @@ def meta_step(
     fd_eps: float | None = None,
     reduce: Reduce | None = None,
     reference_loss: LossOfParams | None = None,
+    defer: bool = False,
 ) -> MetaResult:
     """Inner update of ``phi`` on the synthetic loss and hypergradient of the real loss w.r.t. ``theta``.
 
@@ -192,12 +239,17 @@ def meta_step(
             ``theta``, or None. When given, the outer objective is ``alpha * (loss_real - loss_reference)`` at
             ``phi'``: the hypergradient then matches the synthetic to the real gradient instead of aligning them
             (see :func:`_objective`).
+        defer: fd modes only, without ``reference_loss``: return ``hypergrads=None`` and ``deferred``, from which
+            :func:`finish_deferred` computes the debiased hypergradient once the reference gradient at ``phi'``
+            is known (the next step's synthetic gradient).
 
     Returns:
         :class:`MetaResult`.
     """
     if mode not in MODES:
         raise ConfigError("meta.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if defer and (mode == "exact" or reference_loss is not None):
+        raise ConfigError("meta.debias_reference", "next (a deferred reference) needs meta.mode fd or fd_onesided")
     if fd_eps is not None and not fd_eps > 0:
         raise ConfigError("meta.fd_eps", f"must be > 0, got {fd_eps!r}")
     theta = list(theta)
@@ -208,7 +260,7 @@ def meta_step(
     if mode == "exact":
         return _exact(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, reduce, reference_loss)
     return _finite_difference(phi, opt, opt_state, synth_loss, real_loss, theta, alpha, fd_eps, reduce,
-                              reference_loss, onesided=mode == "fd_onesided")
+                              reference_loss, onesided=mode == "fd_onesided", defer=defer)
 
 
 def _objective(real_loss: LossOfParams, reference_loss: LossOfParams | None, new_params: Params):
@@ -258,6 +310,7 @@ def _exact(
     # Second-order backward from the inner gradient; under `reduce` it runs back through the differentiable
     # average, as it did through phi'.
     pairs = [(g, w[k]) for k, g in zip(keys, grads, strict=True) if g.requires_grad]
+    synth_grads = {k: g.detach() for k, g in zip(keys, grads, strict=True)}
     del grads, w
     if pairs:
         outputs, vectors = zip(*pairs, strict=True)
@@ -273,6 +326,7 @@ def _exact(
         hypergrads=_reduced(reduce, hypergrads),
         loss_synth=loss_synth,
         loss_real=loss_real,
+        synth_grads=synth_grads,
     )
 
 
@@ -288,9 +342,9 @@ def _finite_difference(
     reduce: Reduce | None,
     reference_loss: LossOfParams | None = None,
     onesided: bool = False,
+    defer: bool = False,
 ) -> MetaResult:
     keys = list(phi)
-    phi_list = [p.detach() for p in phi.values()]
     # Replaying the RNG makes the synth_loss evaluations draw the same dropout mask (if any), and leaves the RNG
     # where the exact mode leaves it (after one synthetic and one real evaluation).
     rng_before_synth = capture_rng_state()
@@ -304,7 +358,7 @@ def _finite_difference(
     grads = dict(zip(keys, _reduced(reduce, grads_phi), strict=True))
     del grads_phi
     # Release the graph now: its augmenter part (not on the way to phi, so not freed by autograd.grad) would
-    # otherwise stay in memory during the two perturbed passes.
+    # otherwise stay in memory during the perturbed passes.
     loss_synth = float(loss_s.detach())
     del loss_s
     with torch.no_grad():
@@ -314,34 +368,51 @@ def _finite_difference(
     v = dict(zip(keys, _reduced(reduce, _grads(alpha * objective, list(new_params.values()))), strict=True))
     loss_real = float(loss_r.detach())
     del loss_r, objective
-    rng_after_real = capture_rng_state()
+    pending = DeferredHypergrad({k: p.detach() for k, p in phi.items()}, grads, opt_state, v, base,
+                                rng_before_synth, alpha, fd_eps, onesided)
+    result = MetaResult(new_params=new_params, new_opt_state=detach_state(new_state), hypergrads=None,
+                        loss_synth=loss_synth, loss_real=loss_real, synth_grads=grads)
+    if defer:
+        result.deferred = pending
+    else:
+        result.hypergrads = _perturbed_hypergrads(pending, v, synth_loss, theta, opt, reduce)
+    return result
 
-    w = opt.vjp(phi, grads, opt_state, v)
-    del v, grads
+
+def finish_deferred(pending: DeferredHypergrad, reference_grads: Params, synth_loss: LossOfParams,
+                    theta: Sequence[Tensor], opt: FunctionalOptimizer, reduce: Reduce | None = None) -> list[Tensor]:
+    """The hypergradient of a ``defer=True`` meta-step, debiased by ``reference_grads``: the (reduced) synthetic
+    gradient at that step's ``phi'`` of a batch independent of its own (the next step's). ``synth_loss`` must
+    replay that step's batch and draw, with ``theta`` at the values that step used; the result equals
+    :func:`meta_step` with a ``reference_loss`` whose gradient at ``phi'`` is ``reference_grads``."""
+    v = {k: pending.v[k] - pending.alpha * reference_grads[k] for k in pending.v}
+    return _perturbed_hypergrads(pending, v, synth_loss, list(theta), opt, reduce)
+
+
+def _perturbed_hypergrads(pending: DeferredHypergrad, v: Params, synth_loss: LossOfParams, theta: list[Tensor],
+                          opt: FunctionalOptimizer, reduce: Reduce | None) -> list[Tensor]:
+    """``(d/d theta) [w . g(phi, theta)]`` with ``w = (d phi' / d g)^T v``, by finite differences along ``w``;
+    the global RNG is left as it was found."""
+    keys = list(pending.phi)
+    w = opt.vjp(pending.phi, pending.grads, pending.opt_state, v)
     w_list = [w[k] for k in keys]
+    del w
     with serial_math(w_list):
         norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(w_list)))) if w_list else 0.0
     if norm == 0.0 or not math.isfinite(norm):
-        # the real loss is flat in phi' (or w overflowed): nothing to difference
-        hypergrads = [torch.zeros_like(t) for t in theta]
-    else:
-        eps = fd_eps if fd_eps is not None else FD_STEP["fd_onesided" if onesided else "fd"] / norm
-        sides = []
-        for sign in (1.0,) if onesided else (1.0, -1.0):
-            with torch.no_grad(), serial_math(w_list):
-                shifted = dict(zip(keys, torch._foreach_add(phi_list, w_list, alpha=sign * eps), strict=True))
-            restore_rng_state(rng_before_synth)
-            sides.append(_grads(synth_loss(shifted), theta))
-            del shifted
-        restore_rng_state(rng_after_real)
-        if onesided:
-            hypergrads = _reduced(reduce, torch._foreach_div(torch._foreach_sub(sides[0], base), eps))
-        else:
-            hypergrads = _reduced(reduce, torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps))
-    return MetaResult(
-        new_params=new_params,
-        new_opt_state=detach_state(new_state),
-        hypergrads=list(hypergrads),
-        loss_synth=loss_synth,
-        loss_real=loss_real,
-    )
+        # the outer objective is flat in phi' (or w overflowed): nothing to difference
+        return [torch.zeros_like(t) for t in theta]
+    eps = pending.fd_eps if pending.fd_eps is not None else FD_STEP["fd_onesided" if pending.onesided else "fd"] / norm
+    phi_list = [pending.phi[k] for k in keys]
+    rng_now = capture_rng_state()
+    sides = []
+    for sign in (1.0,) if pending.onesided else (1.0, -1.0):
+        with torch.no_grad(), serial_math(w_list):
+            shifted = dict(zip(keys, torch._foreach_add(phi_list, w_list, alpha=sign * eps), strict=True))
+        restore_rng_state(pending.rng)
+        sides.append(_grads(synth_loss(shifted), theta))
+        del shifted
+    restore_rng_state(rng_now)
+    if pending.onesided:
+        return _reduced(reduce, list(torch._foreach_div(torch._foreach_sub(sides[0], pending.base), eps)))
+    return _reduced(reduce, list(torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps)))

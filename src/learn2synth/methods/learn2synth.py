@@ -7,28 +7,49 @@ synthetic images with the augmenter frozen. The augmenter either corrupts synthe
 residual) or renders them itself from label maps with learned synthesis priors (learned_priors); either way a
 batch is one fixed draw, rendered inside the synthetic loss so that the loss is differentiable in θ. After the
 step, ``augmenter.max_values`` caps learned values and the guard (``augmenter.check_every``) may revert θ.
+
+With ``meta.debias_reference: next`` a meta-step's debiased hypergradient waits for the next step's synthetic
+gradient (its reference; see :class:`learn2synth.meta.hypergrad.DeferredHypergrad`): that step finishes it, with
+θ set back to the values the meta-step's batch was rendered with, then updates θ. The pending meta-step is
+checkpointed; the last one of a run is dropped, and one computed before a guard revert is discarded.
 """
+
+from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
 from ..augment import build_augmenter
 from ..errors import ConfigError
-from ..meta.hypergrad import meta_step
+from ..meta.hypergrad import DeferredHypergrad, finish_deferred, meta_step, plain_step
 from .base import Method
 from .guard import AugmenterGuard
 
 
-def augmented_batch(run):
-    """One fixed random draw of an augmented synthetic batch, as ``render() -> (image, target)``: rendering again
-    replays the same draw with the augmenter's current parameters (differentiably)."""
-    aug = run.augmenter
-    if aug.renders_synthesis:
-        labels = run.label_batch()
-        draw = aug.sample(labels, run.generator)
-        return lambda: aug.apply(labels, draw)
-    x, y = run.synth_batch()
-    draws = aug.sample(x, run.generator)
-    return lambda: (aug.apply(x, draws), y)
+class AugmentedBatch:
+    """One fixed random draw of an augmented synthetic batch: :meth:`render` gives (image, target) and rendering
+    again replays the same draw with the augmenter's current parameters (differentiably). ``inputs`` (tensors
+    only) rebuild it, e.g. from a checkpoint."""
+
+    def __init__(self, augmenter, inputs: dict):
+        self.augmenter, self.inputs = augmenter, inputs
+
+    @classmethod
+    def draw(cls, run) -> AugmentedBatch:
+        aug = run.augmenter
+        if aug.renders_synthesis:
+            labels = run.label_batch()
+            draw = aug.sample(labels, run.generator)
+            return cls(aug, {"labels": labels, "state": draw["state"], "device": str(draw["device"])})
+        x, y = run.synth_batch()
+        return cls(aug, {"x": x, "y": y, "draws": aug.sample(x, run.generator)})
+
+    def render(self):
+        i = self.inputs
+        if "labels" in i:
+            return self.augmenter.apply(i["labels"], {"state": i["state"], "device": torch.device(i["device"])})
+        return self.augmenter.apply(i["x"], i["draws"]), i["y"]
 
 
 class Learn2Synth(Method):
@@ -50,6 +71,7 @@ class Learn2Synth(Method):
                     learned = list(self.augmenter.parameters())
                     for p, mean in zip(learned, self.reduce([p.detach().clone() for p in learned]), strict=True):
                         p.copy_(mean)
+        self.pending = None  # a meta-step waiting for its reference gradient (meta.debias_reference: next)
         self.guard = None
         if a.check_every:
             if data.val is None:
@@ -59,46 +81,99 @@ class Learn2Synth(Method):
 
     def step(self, step: int) -> dict:
         cfg = self.config.meta
-        render = augmented_batch(self)
+        batch = AugmentedBatch.draw(self)
+        theta = [p for p in self.augmenter.parameters() if p.requires_grad]
+        used = [t.detach().clone() for t in theta] if self.deferring else None  # theta this step renders with
         if step < cfg.warmup or step % cfg.meta_every:
             with torch.no_grad():
-                xa, y = render()
-            loss = self.update(xa, y)
-            guard = self._guard(step)
-            return {"loss_synth": loss, **self.augmenter.learned_values(), **guard}
+                xa, y = batch.render()
+            result = plain_step(self.net, self.params, self.opt, self.opt_state, lambda p: self.loss(p, xa, y),
+                                reduce=self.reduce)
+            hypergrads = self._deferred_hypergrads(result.grads, theta)
+            if self.accept([result.loss], [*result.new_params.values(), *hypergrads]):
+                self.params, self.opt_state = result.new_params, result.new_opt_state
+                self._update_augmenter(theta, hypergrads)
+            guard = self._guard(step)  # before logging the learned values: a revert changes them
+            return {"loss_synth": result.loss, **self.augmenter.learned_values(), **guard}
         xr, yr = self.real_batch()
         reference_loss = None
-        if cfg.debias:  # an independent synthetic batch, augmented with the current (fixed) theta
+        if cfg.debias and not self.deferring:  # an independent synthetic batch, augmented with the current theta
             with torch.no_grad():
-                xa2, y2 = augmented_batch(self)()
+                xa2, y2 = AugmentedBatch.draw(self).render()
             reference_loss = lambda p: self.loss(p, xa2, y2)  # noqa: E731
-        theta = [p for p in self.augmenter.parameters() if p.requires_grad]
         result = meta_step(
             self.net, self.params, self.opt, self.opt_state,
-            synth_loss=lambda p: self.loss(p, *render()),
+            synth_loss=lambda p: self.loss(p, *batch.render()),
             real_loss=lambda p: self.loss(p, xr, yr),
             theta=theta, mode=cfg.mode, alpha=cfg.alpha, fd_eps=cfg.fd_eps, reduce=self.reduce,
-            reference_loss=reference_loss,
+            reference_loss=reference_loss, defer=self.deferring,
         )
+        # the previous meta-step's deferred hypergradient: its reference is this step's synthetic gradient
+        hypergrads = self._deferred_hypergrads(result.synth_grads, theta) if self.deferring else result.hypergrads
         # a non-finite loss or hypergradient skips both updates: segmenter and augmenter stay as they were
-        if self.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *result.hypergrads]):
+        if self.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *hypergrads]):
             self.params, self.opt_state = result.new_params, result.new_opt_state
-            self.aug_opt.zero_grad(set_to_none=True)
-            for p, g in zip(theta, result.hypergrads, strict=True):
-                p.grad = g
-            self.aug_opt.step()
-            self.augmenter.bound_(self.config.augmenter.max_values)  # valid ranges and augmenter.max_values
+            self._update_augmenter(theta, hypergrads)
+            if self.deferring:
+                self.pending = {"meta": result.deferred, "batch": batch, "theta": used}
         guard = self._guard(step)
         return {"loss_synth": result.loss_synth, "loss_real": result.loss_real, **self.augmenter.learned_values(),
                 **guard}
 
+    @property
+    def deferring(self) -> bool:
+        return self.config.meta.debias and self.config.meta.debias_reference == "next"
+
+    def _deferred_hypergrads(self, reference_grads, theta) -> list:
+        """The pending meta-step's hypergradient (``meta.debias_reference: next``), or [] when none is pending;
+        its perturbed passes replay its batch with theta at the values its synthetic pass used."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return []
+        batch = pending["batch"]
+        with self._theta_at(theta, pending["theta"]):
+            return finish_deferred(pending["meta"], reference_grads, lambda p: self.loss(p, *batch.render()), theta,
+                                   self.opt, self.reduce)
+
+    @staticmethod
+    @contextmanager
+    def _theta_at(theta, values):
+        now = [t.detach().clone() for t in theta]
+        with torch.no_grad():
+            for t, v in zip(theta, values, strict=True):
+                t.copy_(v)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for t, v in zip(theta, now, strict=True):
+                    t.copy_(v)
+
+    def _update_augmenter(self, theta, hypergrads) -> None:
+        if not hypergrads:
+            return
+        self.aug_opt.zero_grad(set_to_none=True)
+        for p, g in zip(theta, hypergrads, strict=True):
+            p.grad = g
+        self.aug_opt.step()
+        self.augmenter.bound_(self.config.augmenter.max_values)  # valid ranges and augmenter.max_values
+
     def _guard(self, step: int) -> dict:
-        return {} if self.guard is None else self.guard.after_step(self, step)
+        if self.guard is None:
+            return {}
+        reverted = self.guard.reverted
+        out = self.guard.after_step(self, step)
+        if self.guard.reverted != reverted:
+            self.pending = None  # computed for the augmenter that was just undone
+        return out
 
     def state_dict(self) -> dict:
         state = {**super().state_dict(), "augmenter": self.augmenter.state_dict(), "aug_opt": self.aug_opt.state_dict()}
         if self.guard is not None:
             state["guard"] = self.guard.state_dict()
+        if self.pending is not None:
+            p = self.pending
+            state["pending"] = {"meta": p["meta"].state_dict(self.opt), "batch": p["batch"].inputs, "theta": p["theta"]}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -107,6 +182,11 @@ class Learn2Synth(Method):
         self.aug_opt.load_state_dict(state["aug_opt"])
         if self.guard is not None and "guard" in state:
             self.guard.load_state_dict(state["guard"])
+        self.pending = None
+        if "pending" in state:
+            p = state["pending"]
+            self.pending = {"meta": DeferredHypergrad.from_state_dict(p["meta"], self.opt, self.device),
+                            "batch": AugmentedBatch(self.augmenter, p["batch"]), "theta": p["theta"]}
 
     def finish(self, out) -> None:
         if self.config.augmenter.kind == "learned_priors":
