@@ -30,6 +30,11 @@ METHODS: dict[str, list[str]] = {
     "finetune": ["method=finetune"],
     "l2s-parametric": ["method=learn2synth", "augmenter.kind=parametric"],
     "l2s-residual": ["method=learn2synth", "augmenter.kind=residual", "augmenter.lr=0.001"],
+    # the seed baselines (configs/gan_synth.yaml, configs/feature_da.yaml): a pix2pix GAN trained on the real
+    # pairs synthesizes more (its pretraining counts in the steps), and feature-level adversarial adaptation from
+    # the synthetic source to the real images as unlabeled target
+    "gan_synth": ["method=gan_synth"],
+    "feature_da": ["method=feature_da"],
 }
 BASELINE = "synthseg"
 
