@@ -14,6 +14,7 @@ same number of extra steps (``learn2synth.adapt.adapt_config`` builds each confi
 - ``l2s-priors-fit``: learned priors whose GMM ranges start from the K examples' per-class intensities
   (``augmenter.fit_real``); ``fit-only``: the same start, never updated (synthesis with priors estimated from the
   K examples, no hypergradient): the ablation that tells what the hypergradient adds;
+- ``priors-frozen``: the learned-priors augmenter at its start, never updated (the control for ``l2s-priors``);
 - ``mixed``, ``finetune``, ``real``: the K examples train the segmenter.
 
 Scored with Dice per class over the test volume (the papers' protocol) and per slice; Wilcoxon over slices
@@ -47,6 +48,9 @@ METHODS = {
     "l2s-priors-fit": ["augmenter.kind=learned_priors", "augmenter.fit_real=true"],
     "fit-only": ["augmenter.kind=learned_priors", "augmenter.fit_real=true", "meta.warmup=1000000000",
                  "augmenter.check_every=0"],
+    # the learned-priors rendering path with the priors never updated: the control that separates what the
+    # hypergradient learned from what rendering through the augmenter does by itself
+    "priors-frozen": ["augmenter.kind=learned_priors", "meta.warmup=1000000000", "augmenter.check_every=0"],
     "l2s-residual": ["augmenter.kind=residual", "augmenter.lr=0.001", "augmenter.check_every=0"],
     "mixed": ["method=mixed"],
     "finetune": ["method=finetune", "finetune_from=0.0"],
