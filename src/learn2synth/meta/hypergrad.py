@@ -89,7 +89,8 @@ class MetaResult:
             for an entry the losses do not depend on).
         loss_synth: synthetic loss at ``phi``.
         loss_real: real loss at ``phi'`` (without ``alpha``).
-        synth_grads: the (reduced) synthetic gradient at ``phi`` that the update took, detached.
+        synth_grads: the (reduced) synthetic gradient at ``phi`` that the update took, detached; None in the fd
+            modes without ``defer`` (there it is released before the perturbed passes, for their peak memory).
         deferred: with ``defer=True``, what :func:`finish_deferred` needs to produce ``hypergrads`` (then None)
             once the reference gradient is known.
     """
@@ -113,7 +114,7 @@ class DeferredHypergrad:
     gradient anyway, for its own update (its batch is drawn independently, at ``phi'``); waiting one step for it
     saves the extra synthetic forward and backward pass that ``reference_loss`` costs. Holds ``phi``, its synthetic
     gradient and optimizer state (for ``opt.vjp``), ``v`` = d alpha*loss_real / d phi' (reduced), the one-sided base
-    point, and the RNG state of the synthetic pass (replayed by the perturbed passes).
+    point (None: central differences), and the RNG state of the synthetic pass (replayed by the perturbed passes).
     """
 
     phi: Params
@@ -124,13 +125,12 @@ class DeferredHypergrad:
     rng: dict
     alpha: float
     fd_eps: float | None
-    onesided: bool
 
     def state_dict(self, opt: FunctionalOptimizer) -> dict:
         """Tensors, numbers and dicts only (a ``weights_only`` checkpoint loads it)."""
         return {"phi": {k: p.detach() for k, p in self.phi.items()}, "grads": self.grads,
                 "opt_state": opt.state_dict(self.opt_state), "v": self.v, "base": self.base, "rng": self.rng,
-                "alpha": self.alpha, "fd_eps": self.fd_eps, "onesided": self.onesided}
+                "alpha": self.alpha, "fd_eps": self.fd_eps}
 
     @classmethod
     def from_state_dict(cls, state: dict, opt: FunctionalOptimizer, device=None) -> DeferredHypergrad:
@@ -138,7 +138,7 @@ class DeferredHypergrad:
         phi = move(state["phi"])
         base = None if state["base"] is None else [b.to(device) for b in state["base"]]
         return cls(phi, move(state["grads"]), opt.load_state_dict(state["opt_state"], phi), move(state["v"]), base,
-                   state["rng"], float(state["alpha"]), state["fd_eps"], bool(state["onesided"]))
+                   state["rng"], float(state["alpha"]), state["fd_eps"])
 
 
 def _reduced(reduce: Reduce | None, tensors: list[Tensor]) -> list[Tensor]:
@@ -368,14 +368,16 @@ def _finite_difference(
     v = dict(zip(keys, _reduced(reduce, _grads(alpha * objective, list(new_params.values()))), strict=True))
     loss_real = float(loss_r.detach())
     del loss_r, objective
-    pending = DeferredHypergrad({k: p.detach() for k, p in phi.items()}, grads, opt_state, v, base,
-                                rng_before_synth, alpha, fd_eps, onesided)
+    phi = {k: p.detach() for k, p in phi.items()}
     result = MetaResult(new_params=new_params, new_opt_state=detach_state(new_state), hypergrads=None,
-                        loss_synth=loss_synth, loss_real=loss_real, synth_grads=grads)
+                        loss_synth=loss_synth, loss_real=loss_real)
     if defer:
-        result.deferred = pending
-    else:
-        result.hypergrads = _perturbed_hypergrads(pending, v, synth_loss, theta, opt, reduce)
+        result.synth_grads = grads
+        result.deferred = DeferredHypergrad(phi, grads, opt_state, v, base, rng_before_synth, alpha, fd_eps)
+        return result
+    w = opt.vjp(phi, grads, opt_state, v)
+    del v, grads  # not held through the perturbed passes (peak memory)
+    result.hypergrads = _perturbed_hypergrads(phi, w, base, rng_before_synth, fd_eps, synth_loss, theta, reduce)
     return result
 
 
@@ -386,15 +388,17 @@ def finish_deferred(pending: DeferredHypergrad, reference_grads: Params, synth_l
     replay that step's batch and draw, with ``theta`` at the values that step used; the result equals
     :func:`meta_step` with a ``reference_loss`` whose gradient at ``phi'`` is ``reference_grads``."""
     v = {k: pending.v[k] - pending.alpha * reference_grads[k] for k in pending.v}
-    return _perturbed_hypergrads(pending, v, synth_loss, list(theta), opt, reduce)
-
-
-def _perturbed_hypergrads(pending: DeferredHypergrad, v: Params, synth_loss: LossOfParams, theta: list[Tensor],
-                          opt: FunctionalOptimizer, reduce: Reduce | None) -> list[Tensor]:
-    """``(d/d theta) [w . g(phi, theta)]`` with ``w = (d phi' / d g)^T v``, by finite differences along ``w``;
-    the global RNG is left as it was found."""
-    keys = list(pending.phi)
     w = opt.vjp(pending.phi, pending.grads, pending.opt_state, v)
+    return _perturbed_hypergrads(pending.phi, w, pending.base, pending.rng, pending.fd_eps, synth_loss, list(theta),
+                                 reduce)
+
+
+def _perturbed_hypergrads(phi: Params, w: Params, base: list[Tensor] | None, rng: dict, fd_eps: float | None,
+                          synth_loss: LossOfParams, theta: list[Tensor], reduce: Reduce | None) -> list[Tensor]:
+    """``(d/d theta) [w . g(phi, theta)]`` by finite differences along ``w`` (``w = (d phi' / d g)^T v``): one
+    perturbed pass against the base point ``base`` (d loss_synth / d theta at phi), or two (central) without one.
+    ``rng`` is replayed for each pass; the global RNG is left as it was found."""
+    keys = list(phi)
     w_list = [w[k] for k in keys]
     del w
     with serial_math(w_list):
@@ -402,17 +406,18 @@ def _perturbed_hypergrads(pending: DeferredHypergrad, v: Params, synth_loss: Los
     if norm == 0.0 or not math.isfinite(norm):
         # the outer objective is flat in phi' (or w overflowed): nothing to difference
         return [torch.zeros_like(t) for t in theta]
-    eps = pending.fd_eps if pending.fd_eps is not None else FD_STEP["fd_onesided" if pending.onesided else "fd"] / norm
-    phi_list = [pending.phi[k] for k in keys]
+    onesided = base is not None
+    eps = fd_eps if fd_eps is not None else FD_STEP["fd_onesided" if onesided else "fd"] / norm
+    phi_list = [phi[k] for k in keys]
     rng_now = capture_rng_state()
     sides = []
-    for sign in (1.0,) if pending.onesided else (1.0, -1.0):
+    for sign in (1.0,) if onesided else (1.0, -1.0):
         with torch.no_grad(), serial_math(w_list):
             shifted = dict(zip(keys, torch._foreach_add(phi_list, w_list, alpha=sign * eps), strict=True))
-        restore_rng_state(pending.rng)
+        restore_rng_state(rng)
         sides.append(_grads(synth_loss(shifted), theta))
         del shifted
     restore_rng_state(rng_now)
-    if pending.onesided:
-        return _reduced(reduce, list(torch._foreach_div(torch._foreach_sub(sides[0], pending.base), eps)))
+    if onesided:
+        return _reduced(reduce, list(torch._foreach_div(torch._foreach_sub(sides[0], base), eps)))
     return _reduced(reduce, list(torch._foreach_div(torch._foreach_sub(sides[0], sides[1]), 2.0 * eps)))

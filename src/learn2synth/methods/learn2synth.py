@@ -83,7 +83,6 @@ class Learn2Synth(Method):
         cfg = self.config.meta
         batch = AugmentedBatch.draw(self)
         theta = [p for p in self.augmenter.parameters() if p.requires_grad]
-        used = [t.detach().clone() for t in theta] if self.deferring else None  # theta this step renders with
         if step < cfg.warmup or step % cfg.meta_every:
             with torch.no_grad():
                 xa, y = batch.render()
@@ -95,6 +94,7 @@ class Learn2Synth(Method):
                 self._update_augmenter(theta, hypergrads)
             guard = self._guard(step)  # before logging the learned values: a revert changes them
             return {"loss_synth": result.loss, **self.augmenter.learned_values(), **guard}
+        used = [t.detach().clone() for t in theta] if self.deferring else None  # theta this batch renders with
         xr, yr = self.real_batch()
         reference_loss = None
         if cfg.debias and not self.deferring:  # an independent synthetic batch, augmented with the current theta
