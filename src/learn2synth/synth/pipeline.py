@@ -20,6 +20,7 @@ from .gamma import apply_gamma, sample_gamma
 from .gmm import apply_gmm, sample_gmm
 from .noise import apply_noise, sample_noise
 from .normalize import normalize, normalize_minmax
+from .partial_volume import apply_partial_volume, boundary_source, sample_partial_volume
 from .resolution import apply_resolution, sample_resolution
 from .strip import apply_strip, sample_strip
 
@@ -99,6 +100,19 @@ class StripConfig:
 
 
 @dataclass
+class PartialVolumeConfig:
+    """Partial volume at a boundary (:mod:`learn2synth.synth.partial_volume`): with probability ``prob`` per item,
+    voxels of the ``into`` label values touching one of the ``sources`` take a fraction (drawn per voxel in
+    ``fraction``) of the source's intensity."""
+
+    enabled: bool = False
+    sources: list = field(default_factory=list)
+    into: list = field(default_factory=list)
+    fraction: list = field(default_factory=lambda: [0.0, 0.8])
+    prob: float = 1.0
+
+
+@dataclass
 class SynthConfig:
     """Every setting of the pipeline; the defaults are the ``synthseg`` preset."""
 
@@ -110,6 +124,7 @@ class SynthConfig:
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     strip: StripConfig = field(default_factory=StripConfig)
+    partial_volume: PartialVolumeConfig = field(default_factory=PartialVolumeConfig)
     normalize: Literal["minmax", "quantile", "none"] = "minmax"
 
 
@@ -154,7 +169,9 @@ class Synthesizer:
             for name in names
         }
         self._class_lut, self._target_lut, self.n_classes = _label_tables(self.config.labels, device)
-        self._strip_lut = _strip_table(self.config.strip.labels, device)
+        self._strip_lut = _label_set(self.config.strip.labels, device)
+        pv = self.config.partial_volume
+        self._pv_luts = (_label_set(pv.sources, device), _label_set(pv.into, device))
 
     def learnable(self, names: Iterable[str]) -> list[torch.Tensor]:
         """Turn the named priors into leaf tensors that require grad, and return them."""
@@ -171,6 +188,7 @@ class Synthesizer:
         if self._class_lut is not None:
             self._class_lut, self._target_lut = self._class_lut.to(device), self._target_lut.to(device)
         self._strip_lut = self._strip_lut.to(device)
+        self._pv_luts = tuple(lut.to(device) for lut in self._pv_luts)
         return self
 
     def classes_and_target(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -215,6 +233,10 @@ class Synthesizer:
                 generator=generator, dtype=dt)
         params["gmm"] = sample_gmm(batch, n_classes, shape, mean=p("gmm", "mean"),
                                    std=p("gmm", "std"), smooth=cfg.gmm.smooth, generator=generator, dtype=dt)
+        if cfg.partial_volume.enabled:
+            params["partial_volume"] = sample_partial_volume(
+                batch, shape, fraction=cfg.partial_volume.fraction, prob=cfg.partial_volume.prob,
+                generator=generator, dtype=dt)
         if cfg.bias.enabled:
             params["bias"] = sample_bias_field(batch, shape, std=p("bias", "std"),
                                                scale=p("bias", "scale"), generator=generator, dtype=dt)
@@ -243,6 +265,9 @@ class Synthesizer:
             labels = apply_deform(labels, params["deform"])
         classes, target = self._lookup(labels)
         image = apply_gmm(classes, params["gmm"])
+        if "partial_volume" in params:
+            near = boundary_source(labels, classes, *self._pv_luts)
+            image = apply_partial_volume(image, classes, near, params["gmm"], params["partial_volume"])
         if "bias" in params:
             image = apply_bias_field(image, params["bias"])
         image = normalize_minmax(image)
@@ -272,11 +297,12 @@ def _check_labels(labels: torch.Tensor) -> None:
         raise ValueError("label maps must be non-negative")
 
 
-def _strip_table(values, device) -> torch.Tensor:
-    """Lookup table label value -> stripped (True); one extra False entry stands for every larger value."""
+def _label_set(values, device) -> torch.Tensor:
+    """Lookup table label value -> in the set (True: stripped, or a partial-volume source/recipient); one extra
+    False entry stands for every larger value."""
     values = [int(v) for v in values]
     if any(v < 0 for v in values):
-        raise ValueError(f"strip.labels must be non-negative label values, got {values}")
+        raise ValueError(f"label sets (strip.labels, partial_volume) must be non-negative values, got {values}")
     lut = torch.zeros(max(values, default=-1) + 2, dtype=torch.bool, device=device)
     lut[values] = True
     return lut
