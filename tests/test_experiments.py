@@ -32,3 +32,27 @@ def test_isbi_quick_runs_every_method_and_writes_report(tmp_path):
     assert "Wilcoxon" in text and "--quick" in text
     assert out.with_suffix(".png").stat().st_size > 0
     assert (tmp_path / "work" / "results.json").exists()
+
+
+
+def test_summary_table_spreads_over_seeds_hand_worked():
+    """Runs without volumes contribute their mean Dice over cases (one value per seed); with volumes, each volume's
+    Dice. Hand-worked: synthseg seeds 0.5 and 0.7 -> 0.600 ± 0.100; other 0.8 and 0.8 -> +20.0 points."""
+    sys.path.insert(0, str(REPO / "benchmarks" / "experiments"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+
+    def run(method, dices, volumes=None):
+        r = common.Result(method, "", 0.0, per_case={"t": [{"dice": d} for d in dices]})
+        if volumes:
+            r.per_volume["t"] = [{"dice": d} for d in volumes]
+        return r
+
+    table = common.summary_table([run("synthseg", [0.4, 0.6]), run("synthseg", [0.7, 0.7]),
+                                  run("other", [0.8]), run("other", [0.9, 0.7])], "t")
+    assert "| synthseg | 2 | 0.600 ± 0.100 | 0.500 - 0.700 | +0.0 |" in table
+    assert "| other | 2 | 0.800 ± 0.000 | 0.800 - 0.800 | +20.0 |" in table and "mean over cases" in table
+    table = common.summary_table([run("synthseg", [0.0], volumes=[0.5, 0.6])], "t")
+    assert "| synthseg | 2 | 0.550 ± 0.050 |" in table and "volume Dice" in table

@@ -92,6 +92,11 @@ def report_head(title: str, quick: bool, command: str) -> list[str]:
             "Command (from the repository root):", "", "```", command, "```", ""]
 
 
+def seed_list(args) -> list[int]:
+    """``--seeds`` as integers, else ``[--seed]``."""
+    return [int(v) for v in args.seeds.split(",") if v.strip()] if args.seeds else [args.seed]
+
+
 def method_list(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
@@ -275,16 +280,25 @@ def results_table(results: list[Result], test: str, class_names: list[str]) -> s
 
 
 def summary_table(results: list[Result], test: str, base: str = "synthseg") -> str:
-    """Volume Dice mean over seeds (± sd) per method on ``test``, and its difference from ``base``."""
+    """Dice mean over seeds (± sd over seeds) per method on ``test``, and its difference from ``base``: Dice over
+    whole volumes when the test set has volumes (one value per volume and seed), else each run's mean Dice over
+    the test cases (one value per seed). The sd is over trainings, the spread that decides whether two methods
+    differ; a Wilcoxon test over the cases of one training each does not see it."""
     by_method: dict[str, list[float]] = {}
+    kind = "volume Dice"
     for r in results:
-        for row in r.per_volume.get(test, []):
-            by_method.setdefault(r.method, []).append(row["dice"])
+        if r.per_volume.get(test):
+            by_method.setdefault(r.method, []).extend(row["dice"] for row in r.per_volume[test])
+        elif r.per_case.get(test):
+            kind = "Dice (mean over cases)"
+            by_method.setdefault(r.method, []).append(float(np.nanmean([row["dice"] for row in r.per_case[test]])))
     ref = np.mean(by_method.get(base, [np.nan]))
-    lines = [f"| method | seeds | volume Dice (mean ± sd over seeds) | Δ vs {base} (points) |", "|---|---|---|---|"]
+    lines = [f"| method | runs | {kind} (mean ± sd over seeds) | min - max | Δ vs {base} (points) |",
+             "|---|---|---|---|---|"]
     for method, values in by_method.items():
         v = np.array(values)
-        lines.append(f"| {method} | {len(v)} | {v.mean():.3f} ± {v.std():.3f} | {100 * (v.mean() - ref):+.1f} |")
+        lines.append(f"| {method} | {len(v)} | {v.mean():.3f} ± {v.std():.3f} | {v.min():.3f} - {v.max():.3f} | "
+                     f"{100 * (v.mean() - ref):+.1f} |")
     return "\n".join(lines)
 
 

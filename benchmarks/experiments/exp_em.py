@@ -103,13 +103,17 @@ def run_2d(exp: Experiment, args) -> int:
     data_sets = [f"data.labels={label_dir}", f"data.real={manifest}", f"data.label_mapping={exp.mapping}",
                  f"data.real_label_mapping={exp.mapping}"]
     extra = [*(QUICK_SETS if args.quick else []), *([f"steps={args.steps}"] if args.steps else []),
-             f"threads={args.threads}", f"seed={args.seed}", *args.sets]
+             f"threads={args.threads}", *args.sets]
+    seeds = common.seed_list(args)
 
-    def build(method):
-        return load_train_config(exp.config, [*data_sets, *common.METHODS[method], *extra])
+    def build(method, seed=seeds[0]):
+        return load_train_config(exp.config, [*data_sets, *common.METHODS[method], *extra, f"seed={seed}"])
 
-    results = common.run_methods(methods, build, [test], work, n_classes=len(exp.class_names) + 1,
-                                 tag=f"{len(train_ids)} slices")
+    results = []
+    for seed in seeds:  # one seed keeps the tag (and the run folders) of the single-seed reports
+        tag = f"{len(train_ids)} slices" + (f", seed={seed}" if len(seeds) > 1 else "")
+        results += common.run_methods(methods, lambda m, s=seed: build(m, s), [test], work,
+                                      n_classes=len(exp.class_names) + 1, tag=tag)
     total = time.perf_counter() - t_start
     config = build(methods[0])
     out = Path(args.out)
@@ -138,10 +142,11 @@ def run_2d(exp: Experiment, args) -> int:
         "the hypergradient.",
         f"- real: the real slices only (mild random deformation). mixed: {config.mixed_fraction:.0%} of each batch "
         f"real. finetune: synthetic for {config.finetune_from:.0%} of the steps, then real.",
-        f"- Overrides on top of the config: `{' '.join(extra)}`.",
+        f"- Overrides on top of the config: `{' '.join(extra)}`; seed(s) {seeds}.",
         "- Test slices segmented whole with `learn2synth.inference.predict_array`, scored with "
         "`learn2synth.metrics.label_metrics` (pixel units). Wilcoxon: two-sided signed-rank, paired over test "
-        "slices, against synthseg.", "",
+        "slices, against synthseg (within one seed).", "",
+        *(["## Over seeds (headline)", "", common.summary_table(results, test.name), ""] if len(seeds) > 1 else []),
         "## Results", "", common.results_table(results, test.name, exp.class_names), "",
         "## Learned augmenter values (parametric)", "", common.learned_table(results) or "(none)", "",
         "## Figure", "", f"![predictions]({fig.name})", "",
@@ -161,6 +166,8 @@ def parser(name: str, train: str):
     common.add_common_args(p, str(common.REPO / "benchmarks" / "results" / f"exp_{name}.md"))
     p.add_argument("--train", default=train, help="comma-separated indices of the real training slices")
     p.add_argument("--test-crop", type=int, default=0, help="score only the top-left N x N of each test slice")
+    p.add_argument("--seeds", help="comma-separated seeds: every method is trained once per seed and the report "
+                                   "adds the spread over seeds (overrides --seed)")
     return p
 
 
