@@ -124,5 +124,8 @@ def test_a_model_whose_label_maps_are_gone_names_them_and_the_fix(real, tmp_path
     capsys.readouterr()  # the model's training output
     err = bad(capsys, "--model", str(model), "--real", str(real), "--out", str(tmp_path / "o"))
     assert str(maps) in err and "--set data.labels=PATH" in err
+    # a --real that does not exist is named first: it is the user's own mistake, the model's maps come after
+    err = bad(capsys, "--model", str(model), "--real", str(tmp_path / "nothere"), "--out", str(tmp_path / "o"))
+    assert "nothere" in err and "real labeled examples" in err and "data.labels" not in err
     assert main(["adapt", "--quiet", "--model", str(model), "--real", str(real), "--out", str(tmp_path / "o"),
                  *sets([*ADAPT_SETS, "data.labels=phantom"])]) == 0

@@ -108,7 +108,11 @@ def test_bad_inputs_fail_in_one_line_without_writing(tmp_path, model, capsys):
     (tmp_path / "d2").mkdir()
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 1), np.float32), LIA), tmp_path / "d2" / "slice.nii.gz")
     (tmp_path / "taken.nii.gz").write_bytes(b"x")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "photo.png")  # 2D: found only once it is read
     cases = [
+        ([tmp_path / "photo.png", "--out", tmp_path / "o5"], "not a 3D scan"),
         ([tmp_path / "missing.nii.gz", "--out", tmp_path / "o1"], "missing.nii.gz"),
         ([tmp_path / "a.nii.gz", "--out", tmp_path / "taken.nii.gz"], "already exists"),
         ([tmp_path / "d2", "--out", tmp_path / "o2"], "not a 3D scan"),
@@ -118,6 +122,7 @@ def test_bad_inputs_fail_in_one_line_without_writing(tmp_path, model, capsys):
     for argv, problem in cases:
         code, out, err = _segment(capsys, *argv, *([] if "--model" in map(str, argv) else ["--model", model]))
         assert code == 2 and problem in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert out == "", (argv, out)  # one input: the error line alone, no summary of nothing done
     assert (tmp_path / "taken.nii.gz").read_bytes() == b"x"
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
 
@@ -129,8 +134,10 @@ def test_repeated_file_names_mirror_the_input_tree_and_true_collisions_are_refus
         (tmp_path / sub).mkdir()
         nib.save(nib.Nifti1Image(_scan(), LIA), tmp_path / sub / "scan.nii.gz")
     code, out, err = _segment(capsys, str(tmp_path / "s*" / "scan.nii.gz"), "--out", tmp_path / "seg", "--model",
-                              model, "--posteriors")
+                              model, "--posteriors", "--vol", tmp_path / "vol.csv")
     assert code == 0, err
+    names = [row.split(",")[0] for row in (tmp_path / "vol.csv").read_text().splitlines()[1:]]
+    assert names == [str(tmp_path / sub / "scan.nii.gz") for sub in ("s1", "s2")]  # one row per scan, told apart
     for sub in ("s1", "s2"):
         written = nib.load(tmp_path / "seg" / sub / "scan.nii.gz")
         assert written.shape == _scan().shape and np.allclose(written.affine, LIA)

@@ -40,6 +40,8 @@ CARRIED_DATA = ("labels", "label_mapping", "real_label_mapping", "shape", "n_cla
 def adapt_config(model: str | Path, real: str | Path, config: str | Path | None = None,
                  sets=()) -> TrainConfig:
     """The training config of ``adapt`` (see the module docstring); bad inputs raise a one-line InputError."""
+    if str(real) != "phantom" and not Path(real).exists():  # first: the user's own input, before the model's
+        raise InputError(real, "no such file or folder (the real labeled examples to adapt to)")
     path = resolve_checkpoint(model)
     stored = load_checkpoint(path, map_location="cpu")["config"]
     data = stored.get("data") or {}

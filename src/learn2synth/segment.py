@@ -3,7 +3,8 @@
 Like FreeSurfer's ``mri_synthseg``: the input may be any NIfTI/MGZ scan, in any orientation, voxel size and
 contrast; it is reoriented and resampled to the model's training space, segmented, and the label map (and, with
 ``--posteriors``, the class probabilities) is written in the input's own grid with its affine and header.
-``--vol`` writes a CSV of the volume (mm^3) of every class in every scan.
+``--vol`` writes a CSV of the volume (mm^3) of every class in every scan (column ``scan``: the scan's path as
+found from the input argument, unique even where file names repeat).
 
 The shipped model (``learn2synth/models/brain_tissue.pt``) segments 4 tissue classes with the label values of
 OASIS ``seg4``: 0 background, 1 cortex, 2 subcortical grey matter (with cerebellar cortex), 3 white matter (with
@@ -118,13 +119,15 @@ def run_segment(args) -> int:
             write_image(target, labels, like=volume)
             if args.posteriors:
                 write_image(output_paths(target, target.parent)[1], probs, like=volume)
-            rows.append([source.name, *class_volumes(labels, volume.affine, values[1:])])
+            rows.append([str(source), *class_volumes(labels, volume.affine, values[1:])])
         except InputError as e:
             failures.append(e if e.path is not None else InputError(source, e.problem))
     if vol_path is not None and rows:
         _write_volumes(vol_path, rows, model.class_names[1:] if model.class_names else values[1:])
     for error in failures:
         print(f"learn2synth segment: error: {error}", file=sys.stderr)
+    if failures and len(inputs) == 1:  # the error line says it all
+        return 2
     print(f"segment: {len(rows)} scan(s) into {out}" + (f", volumes in {vol_path}" if vol_path and rows else "")
           + (f"; {len(failures)} failed (listed above)" if failures else ""))
     return 2 if failures else 0
