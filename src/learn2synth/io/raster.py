@@ -153,6 +153,21 @@ def _png_array(array: np.ndarray, path: Path) -> np.ndarray:
     return array.astype(np.uint8 if hi <= 255 else np.uint16)
 
 
+def compression_name(value) -> str:
+    """The name of a TIFF compression that tifffile reports as an enum member or, for some files (the ssTEM stacks
+    of the shared EM data with tifffile 2026.3), as a bare integer code.
+
+    Examples
+    --------
+    >>> compression_name(tifffile.COMPRESSION.LZW), compression_name(1), compression_name(99999)
+    ('LZW', 'NONE', 'code 99999')
+    """
+    try:
+        return tifffile.COMPRESSION(int(value)).name
+    except ValueError:
+        return f"code {int(value)}"
+
+
 def read_tiff(path: Path, colour: str = "refuse") -> Volume:
     """Read a TIFF holding one 2D image or a 3D stack of them; colour samples follow ``colour``.
 
@@ -169,7 +184,7 @@ def read_tiff(path: Path, colour: str = "refuse") -> Volume:
         with _tifffile_warnings(problems), tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError(path, "TIFF file holds no image")
-            compression = tif.pages[0].compression.name
+            compression = compression_name(tif.pages[0].compression)
             series = tif.series[0]
             axes, array = series.axes, series.asarray()
     except ImportError:  # tifffile's own fallback decoder (e.g. for ZSTD) needs a module that is missing
