@@ -40,8 +40,6 @@ CARRIED_DATA = ("labels", "label_mapping", "real_label_mapping", "shape", "n_cla
 def adapt_config(model: str | Path, real: str | Path, config: str | Path | None = None,
                  sets=()) -> TrainConfig:
     """The training config of ``adapt`` (see the module docstring); bad inputs raise a one-line InputError."""
-    if str(real) != "phantom" and not Path(real).exists():  # first: the user's own input, before the model's
-        raise InputError(real, "no such file or folder (the real labeled examples to adapt to)")
     path = resolve_checkpoint(model)
     stored = load_checkpoint(path, map_location="cpu")["config"]
     data = stored.get("data") or {}
@@ -52,9 +50,10 @@ def adapt_config(model: str | Path, real: str | Path, config: str | Path | None 
     differences = network_differences(stored, result)
     if differences:
         raise InputError(path, "the model does not fit these settings: " + "; ".join(differences))
-    _check_model_files(path, result)
+    # the user's own input first, then the files the model's training named
     if result.data.real not in (None, "phantom") and not Path(result.data.real).exists():
         raise InputError(result.data.real, "no such file or folder (the real labeled examples to adapt to)")
+    _check_model_files(path, result)
     _check_held_out(result)
     return result
 

@@ -45,8 +45,7 @@ def boundary_source(labels: torch.Tensor, classes: torch.Tensor, sources: torch.
     ``sources``/``into`` are boolean lookup tables over label values (one extra False entry stands for larger
     values); where several source classes touch a voxel, the largest class index wins.
     """
-    last = len(sources) - 1
-    is_source = sources[labels.clamp(max=last)]
+    is_source = sources[labels.clamp(max=len(sources) - 1)]
     is_into = into[labels.clamp(max=len(into) - 1)]
     pool = F.max_pool2d if labels.ndim == 4 else F.max_pool3d
     near = pool(torch.where(is_source, classes, -1).float(), kernel_size=3, stride=1, padding=1).long()
