@@ -80,3 +80,15 @@ def test_items_not_drawn_and_voxels_off_the_boundary_are_untouched():
 def test_bad_fraction_is_refused():
     with pytest.raises(ValueError, match="fraction"):
         sample_partial_volume(1, (4, 4), fraction=(0.5, 1.5), generator=torch.Generator())
+
+
+@pytest.mark.parametrize("override, key", [("partial_volume.sources=[3,-1]", "partial_volume.sources[1]"),
+                                           ("partial_volume.fraction=[0.2,1.5]", "partial_volume.fraction[1]"),
+                                           ("strip.labels=[-2]", "strip.labels[0]")])
+def test_bad_label_sets_and_fractions_are_config_errors_naming_the_key(override, key):
+    from learn2synth.config import load_config
+    from learn2synth.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load_config(SynthConfig, None, [override])
+    assert str(error.value).startswith(key)

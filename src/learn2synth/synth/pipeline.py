@@ -88,6 +88,10 @@ class NoiseConfig:
     dof: int = 2
 
 
+#: range metadata (checked by learn2synth.config.check_config, item by item in lists, before anything is built)
+LABEL_VALUES = {"range": (0, None)}
+
+
 @dataclass
 class StripConfig:
     """Random skull stripping (:mod:`learn2synth.synth.strip`): with probability ``prob`` an item's ``labels``
@@ -95,7 +99,7 @@ class StripConfig:
 
     enabled: bool = False
     prob: float = 0.5
-    labels: list = field(default_factory=list)
+    labels: list = field(default_factory=list, metadata=LABEL_VALUES)
     margin: list = field(default_factory=lambda: [0, 3])
 
 
@@ -106,10 +110,10 @@ class PartialVolumeConfig:
     ``fraction``) of the source's intensity."""
 
     enabled: bool = False
-    sources: list = field(default_factory=list)
-    into: list = field(default_factory=list)
-    fraction: list = field(default_factory=lambda: [0.0, 0.8])
-    prob: float = 1.0
+    sources: list = field(default_factory=list, metadata=LABEL_VALUES)
+    into: list = field(default_factory=list, metadata=LABEL_VALUES)
+    fraction: list = field(default_factory=lambda: [0.0, 0.8], metadata={"range": (0, 1)})
+    prob: float = field(default=1.0, metadata={"range": (0, 1)})
 
 
 @dataclass
