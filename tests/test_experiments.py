@@ -23,13 +23,15 @@ def test_isbi_quick_runs_every_method_and_writes_report(tmp_path):
     finally:
         sys.path.pop(0)
     out = tmp_path / "exp_isbi.md"
+    # --downsample 2: trained on block-reduced slices, test slices predicted reduced and scored at full size
     code = exp_isbi.main(["--data", str(DATA), "--quick", "--set", "steps=2", "--test-crop", "64",
-                          "--out", str(out), "--work", str(tmp_path / "work")])
+                          "--downsample", "2", "--out", str(out), "--work", str(tmp_path / "work")])
     assert code == 0
     text = out.read_text()
     for method in common.METHODS:
         assert f"| {method} |" in text
-    assert "Wilcoxon" in text and "--quick" in text
+    assert "Wilcoxon" in text and "--quick" in text and "reduced 2x" in text
+    assert len(list((tmp_path / "work" / "reduced2").glob("*.npz"))) == 2 * 3  # 3 training slices
     assert out.with_suffix(".png").stat().st_size > 0
     assert (tmp_path / "work" / "results.json").exists()
 

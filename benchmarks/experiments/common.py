@@ -51,6 +51,9 @@ class TestSet:
     # the volume (subject) of each case when the cases are slices of volumes: Dice is then also reported per
     # class over each whole volume, the papers' protocol (None: each case is its own image)
     volumes: list[str] | None = None
+    # the models were trained at 1/zoom of the test images' resolution: each image is block-averaged by
+    # ``zoom`` before prediction and the probabilities are upsampled back, so scores stay at full resolution
+    zoom: int = 1
 
 
 @dataclass
@@ -136,7 +139,7 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
     model an adaptation starts from."""
     import torch
 
-    from learn2synth.inference import load_model, predict_array
+    from learn2synth.inference import load_model
     from learn2synth.runlog import learned_estimate
 
     results = []
@@ -156,7 +159,7 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
         for test in tests:
             preds, rows = [], []
             for image, ref, case in zip(test.images, test.labels, test.cases, strict=True):
-                pred = predict_array(model, image, batch_size=1).argmax(0)
+                pred = predict_zoomed(model, image, test.zoom).argmax(0)
                 preds.append(pred.astype(np.uint8))
                 rows.append(score(pred, ref, n_classes, case, test.spacing))
             result.per_case[test.name] = rows
@@ -171,6 +174,38 @@ def run_methods(methods: list[str], build_config, tests: list[TestSet], work: Pa
               flush=True)
         results.append(result)
     return results
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` (2D) averaged over ``factor`` x ``factor`` blocks (trailing rows/columns that do not fill a
+    block are dropped): the intensity a detector ``factor`` times coarser would record."""
+    h, w = (s // factor * factor for s in image.shape)
+    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def block_mode(labels: np.ndarray, factor: int) -> np.ndarray:
+    """``labels`` (2D) reduced to the most frequent value of each ``factor`` x ``factor`` block (ties go to
+    the smaller value), so thin structures are kept only where they fill the block's plurality."""
+    h, w = (s // factor * factor for s in labels.shape)
+    values, index = np.unique(labels[:h, :w], return_inverse=True)
+    blocks = index.reshape(h // factor, factor, w // factor, factor).transpose(0, 2, 1, 3)
+    blocks = blocks.reshape(h // factor, w // factor, factor * factor)
+    counts = (blocks[..., None] == np.arange(len(values))).sum(axis=2)
+    return values[counts.argmax(axis=-1)].astype(labels.dtype)
+
+
+def predict_zoomed(model, image: np.ndarray, zoom: int = 1) -> np.ndarray:
+    """Class probabilities ``(n_classes, *image.shape)`` of a 2D image by a model trained at 1/``zoom`` of its
+    resolution: predicted on the block-averaged image, probabilities upsampled bilinearly to the full shape."""
+    import torch
+
+    from learn2synth.inference import predict_array
+
+    if zoom == 1:
+        return predict_array(model, image, batch_size=1)
+    probs = torch.from_numpy(predict_array(model, block_mean(image, zoom), batch_size=1))[None]
+    full = torch.nn.functional.interpolate(probs, size=image.shape, mode="bilinear", align_corners=False)
+    return full[0].numpy()
 
 
 def _train_once(config, run_dir: Path, progress: bool) -> float:

@@ -39,6 +39,9 @@ class Experiment:
     pairs: list[tuple[Path, Path]]  # (image, merged label) for every slice, in order
     class_names: list[str]
     description: list[str]  # bullet lines of the report
+    # training pairs block-reduced by this factor (images: block mean, labels: block mode); test images are
+    # reduced the same way for prediction and scored at full resolution (common.predict_zoomed)
+    downsample: int = 1
 
 
 def em_pairs(data: Path) -> list[tuple[Path, Path]]:
@@ -62,6 +65,25 @@ def parse_indices(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def training_pairs(exp: Experiment, ids: list[int], zoom: int, work: Path) -> list[tuple[Path, Path]]:
+    """The (image, merged label) files of the training slices: the originals, or for ``zoom`` > 1 their block
+    reductions written once into ``work`` (image: block mean, label: block mode of the merged values)."""
+    from learn2synth.io import write_npz
+
+    if zoom == 1:
+        return [exp.pairs[i] for i in ids]
+    folder = work / f"reduced{zoom}"
+    folder.mkdir(exist_ok=True)
+    out = []
+    for i in ids:
+        image, label = (folder / f"{kind}_slice{i:02d}.npz" for kind in ("image", "label"))
+        if not (image.exists() and label.exists()):
+            write_npz(image, {"image": common.block_mean(read2d(exp.pairs[i][0]).astype(np.float32), zoom)})
+            write_npz(label, {"label": common.block_mode(read2d(exp.pairs[i][1]), zoom)})
+        out.append((image, label))
+    return out
+
+
 def run_2d(exp: Experiment, args) -> int:
     """Prepare the data of a 2D few-slice experiment, train every method, score and write the report."""
     import torch
@@ -83,13 +105,14 @@ def run_2d(exp: Experiment, args) -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix=f"exp_{exp.name}_")
         work = Path(tmp.name)
+    zoom = args.downsample or exp.downsample
+    train_pairs = training_pairs(exp, train_ids, zoom, work)
     label_dir = work / "labels"
     label_dir.mkdir(exist_ok=True)
-    for i in train_ids:
-        image, label = exp.pairs[i]
+    for _, label in train_pairs:
         common.link(label, label_dir / label.name)
-    manifest = common.write_manifest(work / "real.yaml", [(exp.pairs[i][0], exp.pairs[i][1], f"slice{i:02d}")
-                                                          for i in train_ids])
+    manifest = common.write_manifest(work / "real.yaml", [(image, label, f"slice{i:02d}")
+                                                          for i, (image, label) in zip(train_ids, train_pairs, strict=True)])
     mapping = load_label_mapping(exp.mapping)
     images, refs, cases = [], [], []
     for i in test_ids:
@@ -99,7 +122,7 @@ def run_2d(exp: Experiment, args) -> int:
         images.append(image)
         refs.append(ref)
         cases.append(f"slice{i:02d}")
-    test = common.TestSet(f"{len(test_ids)} held-out slices", images, refs, cases, None)
+    test = common.TestSet(f"{len(test_ids)} held-out slices", images, refs, cases, None, zoom=zoom)
     data_sets = [f"data.labels={label_dir}", f"data.real={manifest}", f"data.label_mapping={exp.mapping}",
                  f"data.real_label_mapping={exp.mapping}"]
     extra = [*(QUICK_SETS if args.quick else []), *([f"steps={args.steps}"] if args.steps else []),
@@ -134,6 +157,9 @@ def run_2d(exp: Experiment, args) -> int:
         f"- Segmenter: MONAI U-Net channels {config.net.channels}, {config.net.num_res_units} residual unit(s), "
         f"instance norm, {config.net.act}; Adam lr {config.optim.lr}; loss {config.loss}; "
         f"**{config.steps} steps** of batch {config.batch_size}, random {config.data.shape} crops, for every method.",
+        *([f"- Resolution: training slices reduced {zoom}x (image: {zoom}x{zoom} block mean; labels: block mode of "
+           "the merged values); test slices reduced the same way for prediction, the probabilities upsampled "
+           "bilinearly and scored at full resolution."] if zoom > 1 else []),
         f"- Synthesis (synthseg, mixed, finetune, both learn2synth): preset `{config.synth_preset}` with the "
         f"overrides of `{exp.config.relative_to(common.REPO)}`. learn2synth: augmenter on top of that synthesis, "
         f"meta mode `{config.meta.mode}`, hypergradient every {config.meta.meta_every} step(s); parametric "
@@ -166,6 +192,9 @@ def parser(name: str, train: str):
     common.add_common_args(p, str(common.REPO / "benchmarks" / "results" / f"exp_{name}.md"))
     p.add_argument("--train", default=train, help="comma-separated indices of the real training slices")
     p.add_argument("--test-crop", type=int, default=0, help="score only the top-left N x N of each test slice")
+    p.add_argument("--downsample", type=int, default=0,
+                   help="train at 1/N resolution and predict test slices reduced the same way (scored at full "
+                        "resolution); 0: the experiment's default")
     p.add_argument("--seeds", help="comma-separated seeds: every method is trained once per seed and the report "
                                    "adds the spread over seeds (overrides --seed)")
     return p
@@ -183,7 +212,7 @@ def main(argv=None) -> int:
         ["- Data: `em/drosophila_vnc/stack1` (20 slices, 1024 x 1024): raw/NN.tif with the merged labels "
          "labels/*.png; mitochondria = merged value 191 (`configs/mappings/em_mitochondria.yaml`).",
          "- Synthesis from the merged label maps of the training slices only (each merged value its own "
-         "intensity class), random crops."])
+         "intensity class), random crops."], downsample=2)
     return run_2d(exp, args)
 
 
