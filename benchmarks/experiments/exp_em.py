@@ -111,8 +111,8 @@ def run_2d(exp: Experiment, args) -> int:
     label_dir.mkdir(exist_ok=True)
     for _, label in train_pairs:
         common.link(label, label_dir / label.name)
-    manifest = common.write_manifest(work / "real.yaml", [(image, label, f"slice{i:02d}")
-                                                          for i, (image, label) in zip(train_ids, train_pairs, strict=True)])
+    rows = [(image, label, f"slice{i:02d}") for i, (image, label) in zip(train_ids, train_pairs, strict=True)]
+    manifest = common.write_manifest(work / "real.yaml", rows)
     mapping = load_label_mapping(exp.mapping)
     images, refs, cases = [], [], []
     for i in test_ids:
