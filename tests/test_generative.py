@@ -129,6 +129,21 @@ def test_label_source_resizes_the_mapped_non_zero_part_of_each_map():
     assert out.tolist() == [[[[0, 0, 0, 0], [1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0]]]]
 
 
+def test_label_source_draws_only_maps_with_foreground_after_the_mapping():
+    from learn2synth.data import LabelPool
+    from learn2synth.io import LabelMapping
+
+    head = torch.full((1, 6, 6), 9, dtype=torch.long)  # all "head": background after the mapping
+    brain = head.clone()
+    brain[0, 1:5, 1:5] = 3
+    source = LabelSource(LabelPool([head, brain, head]), [4, 4], 2, LabelMapping({3: 1}))
+    assert source.usable == [1]
+    out = source.batch(16, torch.Generator().manual_seed(0))
+    assert bool((out == 1).all())  # every draw is the brain map, cropped to its foreground
+    with pytest.raises(ValueError, match="no label map holds a class other than background"):
+        LabelSource(LabelPool([head]), [4, 4], 2, LabelMapping({3: 1}))
+
+
 def test_losses_drop_on_a_fixed_batch():
     torch.manual_seed(0)
     run = labelgen((16, 16), ae_steps=40, diffusion_steps=0, ae_lr=3e-3)

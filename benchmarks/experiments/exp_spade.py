@@ -44,9 +44,9 @@ def parse(argv):
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "spade_brain.md"))
     p.add_argument("--work", help="keep runs here instead of a temporary folder")
     p.add_argument("--maps", type=int, default=4, help="SynthSeg label maps for the label generator")
-    p.add_argument("--ae-steps", type=int, default=800)
-    p.add_argument("--diffusion-steps", type=int, default=1500)
-    p.add_argument("--spade-steps", type=int, default=1000)
+    p.add_argument("--ae-steps", type=int, default=1500)
+    p.add_argument("--diffusion-steps", type=int, default=4000)
+    p.add_argument("--spade-steps", type=int, default=3000)
     p.add_argument("--seg-steps", type=int, default=600)
     p.add_argument("--n-eval", type=int, default=128, help="label maps per set for the label statistics")
     p.add_argument("--n-generated", type=int, default=128, help="generated label maps the spade segmenters train on")
@@ -234,7 +234,7 @@ def run(args, data: Path, work: Path) -> str:
     cpu = {}
     t_load = time.process_time()
     lg = build_training("labelgen", load_generator_config("labelgen", None, lg_sets))
-    n_slices = len(lg.source.pool.maps)
+    n_slices = f"{len(lg.source.usable)} (of {len(lg.source.pool.maps)}: those with brain)"
     cpu["load label maps"] = time.process_time() - t_load
     cpu["label generator"] = train_generator(lg, work / "labelgen", progress=False)["cpu_seconds"]
     sp_sets = [f"data={folder}", "n_classes=5", "slice_axis=2", f"steps={args.spade_steps}", "threads=1",

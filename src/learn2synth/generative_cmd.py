@@ -71,8 +71,10 @@ def build_training(kind: str, config, device="cpu"):
             pool = load_label_pool(config.labels, config.spatial_dims, config.slice_axis, progress=True)
             if not pool.maps:
                 raise InputError(config.labels, "holds no label map")
-        source = LabelSource(pool, config.shape, config.n_classes, mapping, config.fit)
-        _check_classes(source, config)
+        try:  # checks the classes of every map (after the mapping) before training
+            source = LabelSource(pool, config.shape, config.n_classes, mapping, config.fit)
+        except ValueError as e:
+            raise InputError(config.labels, str(e)) from None
         return LabelGenTraining(config, source, device)
     from .generative.data import PairSource
     from .generative.spade import SpadeTraining
@@ -82,15 +84,6 @@ def build_training(kind: str, config, device="cpu"):
         pool = load_real_pool(config.data, config.spatial_dims, config.slice_axis, config.normalize, mapping,
                               n_classes=config.n_classes)
     return SpadeTraining(config, PairSource(pool, config.shape, config.n_classes, config.fit), device)
-
-
-def _check_classes(source, config) -> None:
-    """Refuse label maps whose classes (after the mapping) do not fit n_classes, before training."""
-    try:
-        for m in source.pool.maps if source.pool is not None else []:
-            source.classes(m.long())
-    except ValueError as e:
-        raise InputError(config.labels, str(e)) from None
 
 
 def train_generator(training, out, resume: bool = False, progress: bool = True, stop_at: int | None = None,

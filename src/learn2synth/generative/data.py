@@ -57,12 +57,19 @@ class LabelSource:
 
     ``pool`` None means phantoms (drawn fresh each batch); otherwise ``mapping`` (a
     :class:`~learn2synth.io.LabelMapping`, or None when the pool already holds classes) maps stored values to
-    classes, and ``fit`` is ``"resize"`` (whole slices) or ``"crop"``.
+    classes, and ``fit`` is ``"resize"`` (whole slices) or ``"crop"``. Whole slices are drawn only from maps
+    with a non-background class after the mapping: slices through the head above or below the brain would
+    otherwise be empty training maps (a third of the coronal slices of a SynthSeg map). ValueError names a
+    class >= n_classes, or a pool without any foreground.
     """
 
     def __init__(self, pool: LabelPool | None, shape: Sequence[int], n_classes: int, mapping=None,
                  fit: str = "resize"):
         self.pool, self.shape, self.n_classes, self.mapping, self.fit = pool, list(shape), n_classes, mapping, fit
+        if pool is not None:
+            self.usable = [i for i, m in enumerate(pool.maps) if bool(self.classes(m.long()).any())]
+            if not self.usable:
+                raise ValueError("no label map holds a class other than background (0) after the mapping")
 
     def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         if self.pool is None:
@@ -70,8 +77,8 @@ class LabelSource:
         if self.fit == "crop":
             out = self.pool.batch(n, self.shape, generator)
             return self.classes(out)
-        picks = torch.randint(len(self.pool.maps), (n,), generator=generator).tolist()
-        maps = [self.classes(self.pool.maps[i].long()) for i in picks]
+        picks = torch.randint(len(self.usable), (n,), generator=generator).tolist()
+        maps = [self.classes(self.pool.maps[self.usable[i]].long()) for i in picks]
         return torch.stack([fit_label(crop_to(m, m[0] > 0), self.shape, self.n_classes) for m in maps])
 
     def classes(self, labels: torch.Tensor) -> torch.Tensor:
