@@ -428,3 +428,31 @@ def test_junk_yaml_files_raise_only_input_or_config_errors(tmp_path, text):
         load_config(Experiment, path)
     except (InputError, ConfigError):
         pass
+
+
+def test_interval_fields_need_an_ordered_pair():
+    from dataclasses import dataclass, field
+
+    from learn2synth.config import INTERVAL
+
+    @dataclass
+    class Ranges:
+        span: list = field(default_factory=lambda: [0.0, 1.0], metadata={**INTERVAL, "range": (0, 1)})
+        rows: list = field(default_factory=lambda: [[0, 1], [2, 2]], metadata=INTERVAL)
+
+    assert from_dict(Ranges, {"span": [0.5, 0.5], "rows": [[1, 3]]}).rows == [[1, 3]]
+    for data, message in [({"span": [0.8, 0.2]}, r"span: must be \[low, high\] with low <= high, got \[0.8, 0.2\]"),
+                          ({"span": [0.1]}, r"span: must be \[low, high\]"),
+                          ({"span": [0.2, 1.5]}, r"span\[1\]: must be in \[0, 1\]"),
+                          ({"rows": [[0, 1], [3, 2]]}, r"rows\[1\]: must be \[low, high\]")]:
+        with pytest.raises(ConfigError, match=message):
+            from_dict(Ranges, data)
+
+
+def test_synthesis_ranges_are_checked_when_the_config_is_read():
+    from learn2synth.train_config import load_train_config
+
+    for override in ["synth.partial_volume.fraction=[0.8,0.2]", "synth.noise.std=[0.1,0.05]",
+                     "synth.strip.margin=[3,1]", "synth.gmm.mean=[0.9,0.1]"]:
+        with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+            load_train_config(None, [override])

@@ -23,7 +23,8 @@ the dataclasses to be defined at module level.
 
 Ranges: ``metadata={"range": (low, high)}`` is the closed interval ``low <= value <= high``; ``None`` leaves a
 side unbounded; ``"open": "low" | "high" | "both"`` makes that bound strict. The range applies to a number and
-to every number inside a list, tuple or dict value; NaN is outside every range.
+to every number inside a list, tuple or dict value; NaN is outside every range. ``"interval": True`` asks a list
+for a ``[low, high]`` pair with ``low <= high`` (a list of such pairs: each one).
 
 YAML is read with YAML 1.2 rules for floats and booleans: ``1e-3`` is a float (PyYAML alone reads a string)
 and ``yes``/``no``/``on``/``off`` stay strings (only ``true``/``false`` are booleans). Duplicate keys are errors.
@@ -54,6 +55,7 @@ T = TypeVar("T")
 POSITIVE = {"range": (0, None), "open": "low"}
 NON_NEGATIVE = {"range": (0, None)}
 FRACTION = {"range": (0, 1)}
+INTERVAL = {"interval": True}  # [low, high] with low <= high
 _BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 _BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -167,6 +169,8 @@ def check_config(config: Any, where: str = "") -> None:
     """
     for field in dataclasses.fields(config):
         key = _join(where, field.name)
+        if field.metadata.get("interval"):
+            _check_interval(getattr(config, field.name), key)
         for item_key, item in _walk(getattr(config, field.name), key):
             if _is_instance(item):
                 check_config(item, item_key)
@@ -406,6 +410,16 @@ def _fail_choice(choices: tuple, value: Any, key: str) -> None:
         close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1)
         problem += f" (did you mean {close[0]!r}?)" if close else ""
     raise ConfigError(key, problem)
+
+
+def _check_interval(value: Any, key: str) -> None:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        for i, row in enumerate(value):
+            _check_interval(row, f"{key}[{i}]")
+        return
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)
+            and value[0] <= value[1]):
+        raise ConfigError(key, f"must be [low, high] with low <= high, got {_show(value)}")
 
 
 def _check_range(value: float, key: str, metadata: Mapping) -> None:

@@ -14,6 +14,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from ..config import FRACTION, INTERVAL, NON_NEGATIVE
 from .bias import apply_bias_field, sample_bias_field
 from .deform import apply_deform, sample_deform
 from .gamma import apply_gamma, sample_gamma
@@ -54,8 +55,8 @@ class DeformConfig:
 
 @dataclass
 class GMMConfig:
-    mean: list = field(default_factory=lambda: [25 / 255, 225 / 255])
-    std: list = field(default_factory=lambda: [5 / 255, 25 / 255])
+    mean: list = field(default_factory=lambda: [25 / 255, 225 / 255], metadata=INTERVAL)
+    std: list = field(default_factory=lambda: [5 / 255, 25 / 255], metadata={**INTERVAL, **NON_NEGATIVE})
     smooth: float = 0.0
 
 
@@ -83,7 +84,7 @@ class ResolutionConfig:
 @dataclass
 class NoiseConfig:
     enabled: bool = False
-    std: list = field(default_factory=lambda: [0.0, 0.05])
+    std: list = field(default_factory=lambda: [0.0, 0.05], metadata={**INTERVAL, **NON_NEGATIVE})
     kind: Literal["gaussian", "rician", "chi"] = "gaussian"
     dof: int = 2
 
@@ -100,7 +101,7 @@ class StripConfig:
     enabled: bool = False
     prob: float = 0.5
     labels: list = field(default_factory=list, metadata=LABEL_VALUES)
-    margin: list = field(default_factory=lambda: [0, 3])
+    margin: list = field(default_factory=lambda: [0, 3], metadata={**INTERVAL, **NON_NEGATIVE})
 
 
 @dataclass
@@ -112,7 +113,7 @@ class PartialVolumeConfig:
     enabled: bool = False
     sources: list = field(default_factory=list, metadata=LABEL_VALUES)
     into: list = field(default_factory=list, metadata=LABEL_VALUES)
-    fraction: list = field(default_factory=lambda: [0.0, 0.8], metadata={"range": (0, 1)})
+    fraction: list = field(default_factory=lambda: [0.0, 0.8], metadata={**INTERVAL, **FRACTION})
     prob: float = field(default=1.0, metadata={"range": (0, 1)})
 
 
