@@ -208,3 +208,26 @@ class FixedLabels:
 
     def batch(self, n, generator):
         return self.labels
+
+
+def test_style_image_is_cropped_to_its_support_like_the_training_slices(tmp_path):
+    """A style image with a wide zero border reads as the same input as its content alone (fit: resize), since
+    training crops style slices to their labels' support; with fit: crop the border stays."""
+    import nibabel as nib
+    import numpy as np
+
+    from learn2synth.generative.data import read_style_image
+    from learn2synth.generative.spade import SpadeConfig
+
+    content = np.arange(1, 65, dtype=np.float32).reshape(8, 8)
+    content[3:5, 3:5] = 0  # zeros inside the support stay
+    padded = np.zeros((24, 40), np.float32)
+    padded[5:13, 20:28] = content
+    for name, array in (("content", content), ("padded", padded)):
+        nib.save(nib.Nifti1Image(array, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+    config = SpadeConfig(shape=[8, 8], normalize="minmax", data=str(tmp_path))
+    a, b = (read_style_image(tmp_path / f"{n}.nii.gz", config) for n in ("content", "padded"))
+    assert a.shape == (1, 1, 8, 8)
+    torch.testing.assert_close(a, b)
+    config.fit = "crop"
+    assert not torch.allclose(read_style_image(tmp_path / "padded.nii.gz", config), a)

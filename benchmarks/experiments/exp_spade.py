@@ -236,11 +236,11 @@ def run(args, data: Path, work: Path) -> str:
     lg = build_training("labelgen", load_generator_config("labelgen", None, lg_sets))
     n_slices = f"{len(lg.source.usable)} (of {len(lg.source.pool.maps)}: those with brain)"
     cpu["load label maps"] = time.process_time() - t_load
-    cpu["label generator"] = train_generator(lg, work / "labelgen", progress=False)["cpu_seconds"]
+    cpu["label generator"] = train_generator(lg, work / "labelgen", progress=False, resume=True)["cpu_seconds"]
     sp_sets = [f"data={folder}", "n_classes=5", "slice_axis=2", f"steps={args.spade_steps}", "threads=1",
                f"seed={args.seed}", "checkpoint_every=500", "log_every=50"]
     sp = build_training("spade", load_generator_config("spade", None, sp_sets))
-    cpu["SPADE"] = train_generator(sp, work / "spade", progress=False)["cpu_seconds"]
+    cpu["SPADE"] = train_generator(sp, work / "spade", progress=False, resume=True)["cpu_seconds"]
 
     # label maps: training (fitted like the generator's inputs) vs sampled
     g = torch.Generator().manual_seed(args.seed)

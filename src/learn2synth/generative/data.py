@@ -139,7 +139,9 @@ class PairSource:
 
 def read_style_image(path, config) -> torch.Tensor:
     """One style image file as (1, 1, *config.shape), normalized as the SPADE run's training images
-    (``config.normalize``); a 3D volume gives its middle slice along ``config.slice_axis`` for a 2D model."""
+    (``config.normalize``); a 3D volume gives its middle slice along ``config.slice_axis`` for a 2D model. With
+    ``fit: resize`` the image is first cropped to its non-zero support, as training crops style slices to their
+    labels' support (a skull-stripped scan's support is its brain; a whole-head scan keeps the head)."""
     import numpy as np
 
     from ..errors import InputError
@@ -154,5 +156,7 @@ def read_style_image(path, config) -> torch.Tensor:
         array = np.take(array, array.shape[config.slice_axis] // 2, axis=config.slice_axis)
     if array.ndim != config.spatial_dims:
         raise InputError(path, f"has shape {array.shape}, the model renders {config.spatial_dims}D images")
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    return fit_image(normalize(x, config.normalize)[0], config.shape)[None]
+    x = normalize(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None], config.normalize)[0]
+    if config.fit == "resize":  # training crops style slices to their labels' support: the nearest is the image's
+        x = crop_to(x, torch.from_numpy(array != 0))
+    return fit_image(x, config.shape)[None]
