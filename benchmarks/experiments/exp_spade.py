@@ -304,8 +304,9 @@ def report(args, cpu, runs, n_slices, files, stats, fd, dice, n_test, gallery, w
     lines = [f"Label generator: {len(files)} SynthSeg maps ({', '.join(f.name for f in files)}) -> {n_slices} "
              f"coronal slices, 64 x 64; {args.ae_steps} autoencoder + {args.diffusion_steps} diffusion steps. "
              f"SPADE: OASIS 0001 T1 + T2-like, {args.spade_steps} steps. Segmenters: {args.seg_steps} steps each, "
-             f"batch 8, UNet [16, 32, 64]. One thread, `nice -n 10`, on a 2-core machine shared with other jobs "
-             f"(wall time {wall / 60:.0f} min).", "",
+             f"batch 8, UNet [16, 32, 64]. One thread, on a 2-core machine shared with other jobs (wall time of "
+             f"this invocation {wall / 60:.0f} min; the CPU table counts generator runs resumed or reused from "
+             "`--work` in full).", "",
              "## CPU time (process time, one thread)", "", "| part | CPU s |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in cpu.items()]
     lines += [f"| segmenter: {k} | {v[1]:.0f} |" for k, v in runs.items()]
