@@ -168,6 +168,8 @@ def run_2d(exp: Experiment, args) -> int:
         "the hypergradient.",
         f"- real: the real slices only (mild random deformation). mixed: {config.mixed_fraction:.0%} of each batch "
         f"real. finetune: synthetic for {config.finetune_from:.0%} of the steps, then real.",
+        *([f"- Start: every method starts from the segmenter of `{config.init_from}` (parameters only, fresh "
+           "optimizer): an adaptation of that model, not training from scratch."] if config.init_from else []),
         f"- Overrides on top of the config: `{' '.join(extra)}`; seed(s) {seeds}.",
         "- Test slices segmented whole with `learn2synth.inference.predict_array`, scored with "
         "`learn2synth.metrics.label_metrics` (pixel units). Wilcoxon: two-sided signed-rank, paired over test "
