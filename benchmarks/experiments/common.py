@@ -186,12 +186,14 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
 def block_mode(labels: np.ndarray, factor: int) -> np.ndarray:
     """``labels`` (2D) reduced to the most frequent value of each ``factor`` x ``factor`` block (ties go to
     the smaller value), so thin structures are kept only where they fill the block's plurality."""
+    import torch
+
+    from learn2synth.generative.data import resize_label
+
     h, w = (s // factor * factor for s in labels.shape)
     values, index = np.unique(labels[:h, :w], return_inverse=True)
-    blocks = index.reshape(h // factor, factor, w // factor, factor).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(h // factor, w // factor, factor * factor)
-    counts = (blocks[..., None] == np.arange(len(values))).sum(axis=2)
-    return values[counts.argmax(axis=-1)].astype(labels.dtype)
+    index = torch.from_numpy(index.reshape(1, h, w).astype(np.int64))
+    return values[resize_label(index, (h // factor, w // factor), len(values))[0].numpy()].astype(labels.dtype)
 
 
 def predict_zoomed(model, image: np.ndarray, zoom: int = 1) -> np.ndarray:

@@ -41,10 +41,15 @@ def crop_to(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x[(slice(None), *(slice(a, b) for a, b in zip(lo, hi, strict=True)))]
 
 
+def resize_label(label: torch.Tensor, shape: Sequence[int], n_classes: int) -> torch.Tensor:
+    """One label map (1, *spatial) of classes -> (1, *shape), each output voxel the most frequent class of the
+    input voxels it covers (one-hot maps area-averaged; ties go to the lower class)."""
+    return F.interpolate(one_hot(label[None], n_classes), size=tuple(shape), mode="area").argmax(1)
+
+
 def fit_label(label: torch.Tensor, shape: Sequence[int], n_classes: int) -> torch.Tensor:
     """One label map (1, *spatial) of classes -> (1, *shape): padded to a square, resized by majority per voxel."""
-    soft = F.interpolate(one_hot(_square(label)[None], n_classes), size=tuple(shape), mode="area")
-    return soft.argmax(1)
+    return resize_label(_square(label), shape, n_classes)
 
 
 def fit_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
