@@ -37,6 +37,29 @@ def test_isbi_quick_runs_every_method_and_writes_report(tmp_path):
 
 
 
+@pytest.mark.skipif(not (DATA / "brain" / "oasis").is_dir(), reason="../shared/data (OASIS) not present")
+def test_brain_quick_runs_both_directions_with_volume_dice(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks" / "experiments"))
+    try:
+        import exp_brain
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "exp_brain.md"
+    code = exp_brain.main(["--data", str(DATA), "--quick", "--k", "1", "--methods", "synthseg,real", "--set",
+                           "steps=2", "--maps", "1", "--out", str(out), "--work", str(tmp_path / "work")])
+    assert code == 0
+    text = out.read_text()
+    # one section per direction, each with the volume-Dice headline over the other subject's slices
+    assert "## Trained with slices of 0001, tested on 0002" in text
+    assert "## Trained with slices of 0002, tested on 0001" in text
+    assert "| K=1 0001->0002 | real | OAS1_0002 |" in text and "| K=1 0002->0001 | real | OAS1_0001 |" in text
+    # the synthesis keeps the non-brain labels (random skull stripping), unless --strip-non-brain
+    assert "skull-stripped at a random margin" in text
+    with pytest.raises(SystemExit) as bad:  # a subject tested on itself, or an unknown one: usage error
+        exp_brain.main(["--data", str(DATA), "--directions", "0001:0001", "--out", str(out)])
+    assert bad.value.code == 2
+
+
 def test_summary_table_spreads_over_seeds_hand_worked():
     """Runs without volumes contribute their mean Dice over cases (one value per seed); with volumes, each volume's
     Dice. Hand-worked: synthseg seeds 0.5 and 0.7 -> 0.600 ± 0.100; other 0.8 and 0.8 -> +20.0 points."""
