@@ -142,6 +142,10 @@ class AugmenterConfig:
     blur_init: float | None = None
     channels: list[int] = field(default_factory=lambda: [8, 16, 32])  # residual augmenter
     lr: float = field(default=0.02, metadata=POSITIVE)
+    # the augmenter's learning rate falls by a cosine from lr (at the end of meta.warmup) to lr * lr_final (at the
+    # last step); 1: constant. A noisy hypergradient makes the learned values wander around the objective's zero,
+    # and lopsidedly where the push back is weaker on one side: the decay narrows that spread
+    lr_final: float = field(default=1.0, metadata={"range": (0, 1), "open": "low"})
     # Adam's (beta1, beta2) for the augmenter; beta1 = 0 lets a noisy hypergradient move it without momentum
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"range": (0, 1), "open": "high"})
     # upper bounds of learned values by name, e.g. {noise.std: 0.2} (learned_priors: a prior; a range's hi) or

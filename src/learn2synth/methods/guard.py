@@ -33,7 +33,9 @@ class AugmenterGuard:
             run.augmenter.load_state_dict(self.accepted["augmenter"])
             run.aug_opt.load_state_dict(copy.deepcopy(self.accepted["aug_opt"]))  # Adam updates its state in place
             for group in run.aug_opt.param_groups:
-                group["lr"] *= 0.5
+                for key in ("lr", "base_lr"):  # base_lr: what augmenter.lr_final's decay scales
+                    if key in group:
+                        group[key] *= 0.5
             self.reverted += 1
         else:
             self.accepted = {"augmenter": {k: v.detach().clone() for k, v in run.augmenter.state_dict().items()},

@@ -16,6 +16,7 @@ checkpointed; the last one of a run is dropped, and one computed before a guard 
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -61,6 +62,8 @@ class Learn2Synth(Method):
         a = config.augmenter
         self.augmenter = build_augmenter(config, data.synth, data.labels).to(device)
         self.aug_opt = torch.optim.Adam(self.augmenter.parameters(), lr=a.lr, betas=tuple(a.betas))
+        for group in self.aug_opt.param_groups:  # the rate augmenter.lr_final's decay scales (the guard halves it)
+            group["base_lr"] = a.lr
         if a.fit_real:
             if a.kind != "learned_priors" or data.real is None:
                 raise ConfigError("augmenter.fit_real", "needs augmenter.kind learned_priors and real examples "
@@ -91,7 +94,7 @@ class Learn2Synth(Method):
             hypergrads = self._deferred_hypergrads(result.grads, theta)
             if self.accept([result.loss], [*result.new_params.values(), *hypergrads]):
                 self.params, self.opt_state = result.new_params, result.new_opt_state
-                self._update_augmenter(theta, hypergrads)
+                self._update_augmenter(theta, hypergrads, step)
             guard = self._guard(step)  # before logging the learned values: a revert changes them
             return {"loss_synth": result.loss, **self.augmenter.learned_values(), **guard}
         used = [t.detach().clone() for t in theta] if self.deferring else None  # theta this batch renders with
@@ -113,7 +116,7 @@ class Learn2Synth(Method):
         # a non-finite loss or hypergradient skips both updates: segmenter and augmenter stay as they were
         if self.accept([result.loss_synth, result.loss_real], [*result.new_params.values(), *hypergrads]):
             self.params, self.opt_state = result.new_params, result.new_opt_state
-            self._update_augmenter(theta, hypergrads)
+            self._update_augmenter(theta, hypergrads, step)
             if self.deferring:
                 self.pending = {"meta": result.deferred, "batch": batch, "theta": used}
         guard = self._guard(step)
@@ -149,9 +152,18 @@ class Learn2Synth(Method):
                 for t, v in zip(theta, now, strict=True):
                     t.copy_(v)
 
-    def _update_augmenter(self, theta, hypergrads) -> None:
+    def lr_factor(self, step: int) -> float:
+        """``augmenter.lr_final``'s cosine decay at ``step``: 1 until the end of ``meta.warmup``, then down to
+        ``lr_final`` at the last step."""
+        final, start, end = self.config.augmenter.lr_final, self.config.meta.warmup, self.config.steps - 1
+        t = min(max((step - start) / max(end - start, 1), 0.0), 1.0)
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def _update_augmenter(self, theta, hypergrads, step: int) -> None:
         if not hypergrads:
             return
+        for group in self.aug_opt.param_groups:
+            group["lr"] = group.get("base_lr", group["lr"]) * self.lr_factor(step)
         self.aug_opt.zero_grad(set_to_none=True)
         for p, g in zip(theta, hypergrads, strict=True):
             p.grad = g
