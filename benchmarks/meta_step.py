@@ -75,7 +75,9 @@ CASES = {"2d": ((128, 128), 8), "3d": ((64, 64, 64), 1)}
 SCALING = {"2d": ([(64, 64), (128, 128), (256, 256)], 8), "3d": ([(32, 32, 32), (64, 64, 64), (96, 96, 96)], 1)}
 OPTIMIZERS: dict[str, Callable] = {"sgd": lambda: SGD(lr=0.01, momentum=0.9), "adam": lambda: Adam(lr=2e-3)}
 META_KINDS = ("exact", "fd", "fd_onesided")  # meta.mode values timed against the plain step
-STEP_MODES = tuple(f"{kind}_{opt}" for opt in OPTIMIZERS for kind in ("plain", *META_KINDS))
+# fd_onesided with a real batch half the synthetic one (real_batch_size = batch_size / 2; cases with batch >= 2)
+HALF_REAL = "fd_onesided-halfreal"
+STEP_MODES = tuple(f"{kind}_{opt}" for opt in OPTIMIZERS for kind in ("plain", *META_KINDS, HALF_REAL))
 SYNTH_MODES = ("synth_none", "synth_synthseg")
 METHOD_RUNS = {  # trainer runs: name -> config overrides
     "synthseg": ["method=synthseg"],
@@ -145,6 +147,10 @@ class Problem:
     def real_loss(self, params):
         return self.loss(params, self.xr, self.yr)
 
+    def real_half_loss(self, params):
+        half = max(len(self.xr) // 2, 1)
+        return self.loss(params, self.xr[:half], self.yr[:half])
+
     def step(self, mode: str) -> Callable[[], object]:
         kind, _, opt_name = mode.rpartition("_")
         if kind == "synth":
@@ -153,8 +159,9 @@ class Problem:
         opt, state = self.opts[opt_name], self.states[opt_name]
         if kind == "plain":
             return lambda: plain_step(self.net, self.params, opt, state, lambda p: self.loss(p, self.x, self.y))
-        return lambda: meta_step(self.net, self.params, opt, state, self.synth_loss, self.real_loss, self.theta,
-                                 mode=kind)
+        real = self.real_half_loss if kind == HALF_REAL else self.real_loss
+        return lambda: meta_step(self.net, self.params, opt, state, self.synth_loss, real, self.theta,
+                                 mode=kind.removesuffix("-halfreal"))
 
 
 # -- measurements ----------------------------------------------------------------------------------------------
@@ -363,9 +370,9 @@ def hypergrad_cosines(problem: Problem, opt_name: str) -> dict:
     benchmark's problem (one meta-step from the same state; theta = noise sigma and the three bias exponents)."""
     opt, state = problem.opts[opt_name], problem.states[opt_name]
 
-    def hypergrad(kind):
-        result = meta_step(problem.net, problem.params, opt, state, problem.synth_loss, problem.real_loss,
-                           problem.theta, mode=kind)
+    def hypergrad(kind, real=problem.real_loss):
+        result = meta_step(problem.net, problem.params, opt, state, problem.synth_loss, real, problem.theta,
+                           mode=kind)
         return torch.cat([h.detach().flatten().double() for h in result.hypergrads])
 
     exact = hypergrad("exact")
@@ -374,13 +381,20 @@ def hypergrad_cosines(problem: Problem, opt_name: str) -> dict:
         est = hypergrad(kind)
         out[kind] = {"cosine": float(torch.nn.functional.cosine_similarity(est, exact, dim=0)),
                      "rel_error": float((est - exact).norm() / exact.norm())}
+    if len(problem.xr) >= 2:  # against the exact hypergradient of the same (half) real batch
+        exact, est = hypergrad("exact", problem.real_half_loss), hypergrad("fd_onesided", problem.real_half_loss)
+        kind = HALF_REAL
+        out[kind] = {"cosine": float(torch.nn.functional.cosine_similarity(est, exact, dim=0)),
+                     "rel_error": float((est - exact).norm() / exact.norm())}
     return out
 
 
 # -- the benchmark -------------------------------------------------------------------------------------------------
 def _ratios(result: dict, seconds: dict, mem: dict, suffix: str, opts) -> None:
     for opt in opts:
-        for kind in META_KINDS:
+        for kind in (*META_KINDS, HALF_REAL):
+            if f"{kind}_{opt}" not in seconds:
+                continue
             base, mode = f"plain_{opt}", f"{kind}_{opt}"
             result[f"time_ratio_{kind}_{opt}{suffix}"] = seconds[mode] / seconds[base]
             ok = mem.get(mode) and mem.get(base)
@@ -408,12 +422,13 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
     for case, (shape, batch) in cases.items():
         log(f"{case}: {'x'.join(map(str, shape))} batch {batch}: timing {', '.join(step_modes)}")
         problem = Problem(shape, batch, channels)
-        fns = {mode: problem.step(mode) for mode in (*step_modes, *SYNTH_MODES)}
+        modes = [m for m in step_modes if batch >= 2 or not m.startswith(HALF_REAL)]
+        fns = {mode: problem.step(mode) for mode in (*modes, *SYNTH_MODES)}
         load = []
         times = time_modes(fns, reps, warmup, load)
         seconds = {mode: statistics.median(t) for mode, t in times.items()}
         log(f"{case}: peak memory (profiler)")
-        mem = {mode: peak_allocated(fns[mode]) for mode in step_modes}
+        mem = {mode: peak_allocated(fns[mode]) for mode in modes}
         info = {"shape": list(shape), "batch": batch, "times": times, "median_seconds": seconds, "mem_mb": mem,
                 "timing_load": load}
         suffix = f"_{case}"
@@ -428,7 +443,7 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
             result[f"synth_share_{preset}{suffix}"] = info["synth_share"][f"{preset}_plain_{main}"]
         if rss:
             info["rss"] = {}
-            for mode in step_modes:
+            for mode in modes:
                 log(f"{case}: resident memory of {mode} (child process)")
                 info["rss"][mode] = rss_in_child(shape, batch, channels, mode, threads)
             for opt in opts:
@@ -485,7 +500,9 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
         main = "adam" if "adam" in opts else opts[0]
         for key in [k for k in list(result) if k.endswith("_2d")]:
             result[key[: -len("_2d")]] = result[key]
-        for kind in META_KINDS:
+        for kind in (*META_KINDS, HALF_REAL):
+            if f"time_ratio_{kind}_{main}" not in result:
+                continue
             result[f"time_ratio_{kind}"] = result[f"time_ratio_{kind}_{main}"]
             result[f"mem_ratio_{kind}"] = result[f"mem_ratio_{kind}_{main}"]
             if rss:
@@ -547,6 +564,20 @@ def format_report(result: dict, command: str, load: tuple) -> str:
                 + f" | {_fmt(m[f'plain_{opt}'], '.0f')} | "
                 + " | ".join(_x(result[f"mem_ratio_{kind}_{opt}_{case}"]) for kind in META_KINDS) + " | "
                 + " | ".join(_x(rss_ratio[kind]) for kind in META_KINDS) + " |")
+    half = [(case, info, opt) for case, info in result["cases"].items() for opt in result["opts"]
+            if f"time_ratio_{HALF_REAL}_{opt}_{case}" in result]
+    if half:
+        lines += ["", "fd_onesided with a real batch half the synthetic one (`real_batch_size` = `batch_size` / 2; the "
+                  "real pass at phi' costs half; cases with batch >= 2):", "",
+                  "| case | optimizer | s | / plain time | / plain mem | / plain RSS |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for case, info, opt in half:
+            rss = info.get("rss", {})
+            rss_ratio = (rss[f"{HALF_REAL}_{opt}"]["rss_step_mb"] / rss[f"plain_{opt}"]["rss_step_mb"]
+                         if f"{HALF_REAL}_{opt}" in rss else None)
+            lines.append(f"| {case} | {opt} | {info['median_seconds'][f'{HALF_REAL}_{opt}']:.3f} | "
+                         f"**{result[f'time_ratio_{HALF_REAL}_{opt}_{case}']:.2f}x** | "
+                         f"{_x(result[f'mem_ratio_{HALF_REAL}_{opt}_{case}'])} | {_x(rss_ratio)} |")
     lines += ["", "Targets (issue 13): fd_onesided <= 2.5x plain-step time in 2D and 3D with cosine similarity to "
               "exact >= 0.99 and peak memory <= 1.3x; exact <= 3.5x; the trainer's default learn2synth step <= 1.5x "
               "a synthseg step.", "",

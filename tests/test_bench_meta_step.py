@@ -42,7 +42,7 @@ def test_threads_and_rng_are_restored(result):
 
 
 HEADLINE = ("time_ratio_exact", "time_ratio_fd", "mem_ratio_exact", "mem_ratio_fd", "time_ratio_fd_onesided",
-            "mem_ratio_fd_onesided")
+            "mem_ratio_fd_onesided", "time_ratio_fd_onesided-halfreal", "mem_ratio_fd_onesided-halfreal")
 
 
 def test_headline_ratios_are_positive(result):
@@ -55,6 +55,15 @@ def test_fd_estimators_are_compared_with_exact(result, case):
     for kind in ("fd", "fd_onesided"):
         assert 0.9 < result[f"cosine_{kind}_{case}"] <= 1.0 + 1e-9
     assert result["cosine_fd_onesided"] == result["cosine_fd_onesided_2d"]
+
+
+def test_half_real_batch_only_where_the_batch_splits(bench, result):
+    # 2D batch 2: timed and compared with the exact hypergradient of the same half batch; 3D batch 1: not run
+    assert positive(result["time_ratio_fd_onesided-halfreal_adam_2d"])
+    assert 0.9 < result["cosine_fd_onesided-halfreal_2d"] <= 1.0 + 1e-9
+    assert "time_ratio_fd_onesided-halfreal_adam_3d" not in result
+    report = bench.format_report(result, "test", (0.0, 0.0))
+    assert "real batch half the synthetic one" in report and "| 2d | adam |" in report
 
 
 @pytest.mark.parametrize("case", ["2d", "3d"])
