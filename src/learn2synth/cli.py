@@ -98,7 +98,11 @@ def _demo_parser(sub) -> None:
                                    "training. Writes results.json, report.md and plots.")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--quick", action="store_true", help="a short run for smoke tests (under 2 minutes)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds: --seed, --seed + 1, ... (default 3); the "
+                                                        "table shows the learned values' spread over them")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one process and torch thread each "
+                                                       "(default 2; 1: in this process, 2 threads)")
     _add_common(p)
     p.set_defaults(func=_run_demo)
 
