@@ -482,3 +482,35 @@ def test_dice_only_scoring_of_an_oasis_volume_matches_numpy(tmp_path):
     for i, d in zip(s["slices"][::20], s["dice"][::20], strict=True):
         p, r = pred[:, :, i] == 3, ref[:, :, i] == 3
         assert d == pytest.approx(2 * (p & r).sum() / (p.sum() + r.sum()))
+
+
+def test_one_prediction_file_against_one_reference_file_whatever_their_names(tmp_path, capsys):
+    """segment's output and OASIS's aligned_seg4 never share a name: two files are one case. Hand-worked: label 1
+    is 4 voxels in the prediction, 2 in the reference, 2 shared -> Dice 2*2/(4+2) = 0.667."""
+    pred, ref = np.zeros((4, 4, 4)), np.zeros((4, 4, 4))
+    pred[0, 0, :4] = 1
+    ref[0, 0, :2] = 1
+    save(tmp_path / "seg.nii.gz", pred)
+    save(tmp_path / "aligned_seg4.nii.gz", ref)
+    code = main(["evaluate", "--quiet", "--no-distances", "--pred", str(tmp_path / "seg.nii.gz"), "--ref",
+                 str(tmp_path / "aligned_seg4.nii.gz"), "--out", str(tmp_path / "m")])
+    assert code == 0, capsys.readouterr().err
+    rows = read_csv(tmp_path / "m" / "metrics_per_case.csv")
+    assert sorted(r["label"] for r in rows) == ["1", "mean"] and len({r["case"] for r in rows}) == 1
+    assert float(next(r["dice"] for r in rows if r["label"] == "1")) == pytest.approx(2 / 3)
+
+
+def test_existing_outputs_are_refused_before_scoring(tmp_path, capsys, monkeypatch):
+    import learn2synth.evaluate as evaluate
+
+    save(tmp_path / "p.nii.gz", np.ones((4, 4, 4)))
+    save(tmp_path / "r.nii.gz", np.ones((4, 4, 4)))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "summary.md").write_text("earlier")
+    scored = []
+    monkeypatch.setattr(evaluate, "evaluate_pairs", lambda *a, **k: scored.append(1))
+    code = main(["evaluate", "--quiet", "--pred", str(tmp_path / "p.nii.gz"), "--ref", str(tmp_path / "r.nii.gz"),
+                 "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and "summary.md: already exists" in err and len(err.strip().splitlines()) == 1
+    assert scored == [] and (tmp_path / "m" / "summary.md").read_text() == "earlier"

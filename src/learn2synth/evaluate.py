@@ -79,7 +79,8 @@ def _cases(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def pair_files(*folders: str | os.PathLike) -> tuple[list[tuple[str, list[Path]]], list[str]]:
-    """Cases present in every folder, by name, and a note per folder on the files left unpaired.
+    """Cases present in every folder, by name, and a note per folder on the files left unpaired. When every
+    argument is a file, they are one case whatever their names (a prediction and its reference).
 
     Returns
     -------
@@ -93,6 +94,8 @@ def pair_files(*folders: str | os.PathLike) -> tuple[list[tuple[str, list[Path]]
     InputError
         A folder is missing or empty, or no case is in every folder.
     """
+    if folders and all(Path(f).is_file() for f in folders):  # one file each (e.g. a prediction and its
+        return [(case_name(Path(folders[0])), [Path(f) for f in folders])], []  # reference): one case, any names
     listed = [_cases(f) for f in folders]
     common = sorted(set.intersection(*(set(c) for c in listed)))
     notes = []
@@ -480,15 +483,30 @@ def limit_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _write_outputs(out: Path, texts: dict[str, str], plots: dict[str, list[dict]] | None, metrics) -> list[Path]:
-    from .io import atomic_path
-
-    names = list(texts) + ([f"boxplot_{m}.png" for m in metrics] if plots else [])
+def _check_outputs(out: Path, names: list[str]) -> None:
+    """Refuse an ``--out`` that is a file or already holds one of ``names`` (nothing is overwritten)."""
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
     existing = [n for n in names if (out / n).exists()]
     if existing:
         raise InputError(out / existing[0], "already exists; refusing to overwrite it (choose another --out)")
+
+
+def _output_names(n_methods: int, axis: int | None, metrics) -> list[str]:
+    """Every file ``evaluate --out`` may write for these arguments (checked before any scoring)."""
+    names = ["metrics_per_case.csv", "summary.csv", "summary.md"]
+    if axis is not None:
+        names += ["per_slice.csv", "per_slice_summary.csv", "per_slice.md"]
+    if n_methods > 1:
+        names += ["comparison.csv", "comparison.md", *[f"boxplot_{m}.png" for m in metrics]]
+    return names
+
+
+def _write_outputs(out: Path, texts: dict[str, str], plots: dict[str, list[dict]] | None, metrics) -> list[Path]:
+    from .io import atomic_path
+
+    names = list(texts) + ([f"boxplot_{m}.png" for m in metrics] if plots else [])
+    _check_outputs(out, names)  # again: something may have appeared while scoring
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in texts.items():
@@ -528,6 +546,8 @@ def run_evaluate(args) -> int:
     if args.per_slice is not None and args.per_slice < 0:
         raise ConfigError("--per-slice", f"expected an array axis 0, 1 or 2, got {args.per_slice}")
     metrics = ("dice",) if args.no_distances else METRICS
+    if args.out:  # before minutes of scoring, not after
+        _check_outputs(Path(args.out), _output_names(1 if args.pred else len(args.compare), args.per_slice, metrics))
     with limit_threads(args.threads):
         cases, notes, folders = _cases_to_score(args)
         for note in notes:
