@@ -132,6 +132,10 @@ def test_folder_with_bad_files_writes_the_good_ones_and_lists_the_bad(tmp_path, 
     code, _, err = predict(capsys, "--model", models[3], "--in", src / "a.nii.gz", "--out", tmp_path / "seg")
     assert code == 2 and "already exists; refusing to overwrite" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "seg" / "a.nii.gz").read_bytes() == before
+    # the whole folder again: one line for the two existing outputs, before any file is segmented
+    code, out, err = predict(capsys, "--model", models[3], "--in", src, "--out", tmp_path / "seg")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "and 1 more of the outputs" in err
+    assert "segmented" not in out and (tmp_path / "seg" / "a.nii.gz").read_bytes() == before
 
 
 def test_label_mapping_is_inverted_unless_class_indices_are_asked_for(tmp_path, models):

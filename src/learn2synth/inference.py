@@ -400,7 +400,8 @@ def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLik
     Raises
     ------
     InputError
-        Unusable ``source`` or ``out``, or two inputs whose outputs would have the same name.
+        Unusable ``source`` or ``out``, two inputs whose outputs would have the same name, or outputs that
+        already exist (nothing is then computed).
     """
     from tqdm import tqdm
 
@@ -409,6 +410,11 @@ def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLik
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
     names = output_names(files, lambda path, name: output_paths(path, out, name)[: 2 if posteriors else 1])
+    existing = [target for path, name in zip(files, names, strict=True)
+                for target in output_paths(path, out, name)[: 2 if posteriors else 1] if target.exists()]
+    if existing:  # one line before any work, not one per file after it
+        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
+        raise InputError(existing[0], f"already exists{more}; refusing to overwrite it (choose another --out)")
     out.mkdir(parents=True, exist_ok=True)
     segmented, failures = [], []
     for path, name in tqdm(list(zip(files, names, strict=True)), desc="predict", unit="file",
