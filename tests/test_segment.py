@@ -177,3 +177,19 @@ def test_a_single_slice_is_refused_before_the_model_loads_with_the_predict_comma
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "not a 3D scan" in err and f"learn2synth predict --model {missing_model}" in err
     assert not (tmp_path / "seg").exists()
+
+
+def test_a_label_map_given_as_the_scan_is_segmented_with_a_warning(tmp_path, model, capsys):
+    labels = np.zeros((24, 20, 16), np.int16)
+    labels[4:20, 4:16, 2:14] = 3
+    labels[8:16, 8:12, 4:12] = 41
+    nib.save(nib.Nifti1Image(labels, LIA), tmp_path / "seg4.nii.gz")
+    code, _, err = _segment(capsys, tmp_path / "seg4.nii.gz", "--out", tmp_path / "o.nii.gz", "--model", model)
+    assert code == 0 and "seg4.nii.gz: looks like a label map (3 distinct integer values)" in err
+    code, _, err = _segment(capsys, _saved(tmp_path), "--out", tmp_path / "o2.nii.gz", "--model", model)
+    assert code == 0 and "label map" not in err  # a real-valued scan: no warning
+
+
+def _saved(tmp_path):
+    nib.save(nib.Nifti1Image(_scan(), LIA), tmp_path / "scan.nii.gz")
+    return tmp_path / "scan.nii.gz"

@@ -77,6 +77,24 @@ def class_volumes(labels: np.ndarray, affine: np.ndarray, values) -> list[float]
     return [float(counts[v]) * voxel for v in values]
 
 
+def label_map_hint(array: np.ndarray, max_values: int = 64) -> str | None:
+    """A warning when a scan looks like a label map (a swapped input gives plausible volumes otherwise): at most
+    ``max_values`` distinct values, all integers. Scans stored as 8-bit integers have ~100-256.
+
+    Examples
+    --------
+    >>> label_map_hint(np.array([0, 2, 3, 41, 2]))
+    'looks like a label map (4 distinct integer values), not an image'
+    >>> label_map_hint(np.arange(200.0)) is None, label_map_hint(np.array([0.0, 0.5, 1.0])) is None
+    (True, True)
+    """
+    flat = np.ravel(array)
+    values = np.unique(flat[:: max(1, flat.size // 2_000_000)])  # a subsample: only the count matters
+    if len(values) > max_values or not np.all(np.mod(values, 1) == 0):
+        return None
+    return f"looks like a label map ({len(values)} distinct integer values), not an image"
+
+
 def run_segment(args) -> int:
     """The ``segment`` command; returns the exit code (2 if any scan failed, after doing the others)."""
     import sys
@@ -114,6 +132,9 @@ def run_segment(args) -> int:
         try:
             volume = read_image(source, colour=model.colour)
             _check_3d(source, volume.array.shape, args.model)
+            hint = label_map_hint(volume.array)
+            if hint:
+                print(f"learn2synth segment: warning: {source}: {hint}; segmenting it anyway", file=sys.stderr)
             labels, probs = predict_volume(model, volume, args.batch_size, mirror=args.mirror)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, labels, like=volume)
