@@ -208,7 +208,7 @@ def _evaluate_parser(sub) -> None:
                         "(fp_slices). With --compare, the test is over these slices (more units than a few "
                         "subjects, though slices of one volume are not independent)")
     p.add_argument("--no-distances", action="store_true",
-                   help="Dice only: skip HD95 and ASSD (they take ~45 s per 160x192x224 brain with 4 labels)")
+                   help="Dice only: skip HD95 and ASSD (they add some 10-20 s per 160x192x224 brain with 4 labels)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own setting)")
     p.add_argument("--out", help="folder for the tables and plots (created if needed; nothing is overwritten)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
