@@ -252,7 +252,7 @@ def _run_gan(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="learn2synth", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="learn2synth", description=__doc__.splitlines()[0].replace("``", ""))
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"learn2synth {__version__}")

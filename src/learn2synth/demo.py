@@ -96,11 +96,13 @@ def run_demo(args) -> int:
         print(f"training learn2synth and synthseg for seed(s) {', '.join(map(str, seeds))} "
               f"({configs[seeds[0]][0].steps} steps each, {len(jobs)} runs, {args.jobs} at a time)...", flush=True)
         results = _train_all(jobs, args.jobs)
-        summary = _summarize(tmp, configs, results, seeds, time.perf_counter() - t0)
+        summary = _summarize(tmp, configs, results, seeds, time.perf_counter() - t0, args.quick)
         _finish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(summary["table"])
+    if args.quick:
+        print("--quick: a smoke run of a few steps; its numbers say nothing about accuracy")
     print(f"\nreport: {out / 'report.md'}")
     return 0
 
@@ -164,7 +166,8 @@ def _spread(values: list) -> str:
             f"({min(values):.4g} - {max(values):.4g})")
 
 
-def _summarize(folder: Path, configs: dict, results: dict, seeds: list, seconds: float) -> dict:
+def _summarize(folder: Path, configs: dict, results: dict, seeds: list, seconds: float,
+               quick: bool = False) -> dict:
     import statistics
 
     from .report import markdown_table
@@ -213,6 +216,7 @@ def _summarize(folder: Path, configs: dict, results: dict, seeds: list, seconds:
     m = l2s_cfg.meta
     lines = [
         "# learn2synth demo: learning the synthesis on phantoms", "",
+        *(["**`--quick`: a smoke run of a few steps; its numbers say nothing about accuracy.**", ""] if quick else []),
         f"Hidden corruption of the 'real' images: noise sigma {HIDDEN['sigma']}, bias exponents {HIDDEN['bias']}. "
         f"Both segmenters: same U-Net, {l2s_cfg.steps} steps, {l2s_cfg.data.shape} images, "
         f"{l2s_cfg.data.phantom_real.train_count} real labeled images for learn2synth (never used to train the "
