@@ -16,7 +16,7 @@ from test_train import params_of, tiny
 def test_forced_worsening_reverts_theta_exactly(monkeypatch, kind):
     scores = iter([0.5, 0.2, 0.2])
     monkeypatch.setattr(AugmenterGuard, "score", lambda self, run: next(scores))
-    run, _ = setup(tiny("learn2synth", f"augmenter.kind={kind}", "augmenter.check_every=2"))
+    run, _ = setup(tiny("learn2synth", f"augmenter.kind={kind}", "augmenter.check_every=2", "meta.meta_every=1"))
     step = type(run).step
     logged = [step(run, s) for s in range(2)][-1]
     assert logged["aug_reverted"] == 0

@@ -20,7 +20,8 @@ def cosine(step, lr, final, start, end):
 
 
 def test_rate_follows_the_cosine_from_warmup_to_the_last_step():
-    config = tiny("learn2synth", "augmenter.lr=0.02", "augmenter.lr_final=0.1", "meta.warmup=2", "steps=12")
+    config = tiny("learn2synth", "augmenter.lr=0.02", "augmenter.lr_final=0.1", "meta.warmup=2", "steps=12",
+                  "meta.meta_every=1")
     run, _ = setup(config)
     used = []
     for s in range(12):
@@ -45,7 +46,7 @@ def test_guard_halving_composes_with_the_decay(monkeypatch):
     scores = iter([0.5, 0.1, 0.1])
     monkeypatch.setattr(AugmenterGuard, "score", lambda self, run: next(scores))
     run, _ = setup(tiny("learn2synth", "augmenter.check_every=2", "augmenter.lr=0.02", "augmenter.lr_final=0.5",
-                        "steps=8"))
+                        "steps=8", "meta.meta_every=1", "meta.debias_reference=extra"))
     for s in range(4):  # the check after step 3 reverts: base rate halved
         type(run).step(run, s)
     assert run.guard.reverted == 1 and run.aug_opt.param_groups[0]["base_lr"] == pytest.approx(0.01)

@@ -20,7 +20,8 @@ finally:
     sys.path.remove(str(BENCH))
 
 # 4 steps of 32x32 with the hypergradient from step 2, every step logged: about a second per run on one thread
-TINY = ["--quick", "--jobs", "1", "--set", "steps=4", "--set", "meta.warmup=1", "--set", "log_every=1",
+TINY = ["--quick", "--jobs", "1", "--set", "steps=4", "--set", "meta.warmup=1", "--set", "meta.meta_every=1",
+        "--set", "log_every=1",
         "--set", "data.phantom_count=4", "--set", "data.phantom_real.train_count=2",
         "--set", "data.phantom_real.test_count=3", "--set", "batch_size=2", "--set", "real_batch_size=2"]
 SETTINGS = ["sigma_0.10", "bias_1_0_0", "range"]

@@ -7,7 +7,7 @@ import torch
 
 from learn2synth.checkpoint import load_checkpoint
 from learn2synth.errors import ConfigError
-from learn2synth.train import train
+from learn2synth.train import setup, train
 from learn2synth.train_config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,15 +187,28 @@ def test_debiased_learn2synth_trains_and_learns_differently(tmp_path, mode):
     extra = ["meta.debias_reference=next"] if mode.endswith("_next") else []
     for debias in (False, True):
         config = tiny("learn2synth", f"meta.mode={mode.removesuffix('_next')}", f"meta.debias={str(debias).lower()}",
-                      *extra)
+                      "meta.meta_every=1", *extra)
         train(config, tmp_path / str(debias), progress=False, tensorboard=False)
         runs[debias] = float(params_of(tmp_path / str(debias))["augmenter"]["raw_sigma"])
     assert abs(runs[True] - initial_raw_sigma(config)) > 0.01 and runs[True] != runs[False]
 
 
+def test_meta_defaults_are_the_cheap_debiased_estimator():
+    """TrainConfig's defaults (benchmarks/results/meta_step.md: 1.4x a synthseg step): fd_onesided every 4th step,
+    debiased; 'auto' takes the next step's gradient as reference in the fd modes and an extra batch in exact."""
+    meta = load_train_config(None, []).meta
+    assert (meta.mode, meta.meta_every, meta.debias, meta.debias_reference) == ("fd_onesided", 4, True, "auto")
+    assert meta.deferred_reference
+    for sets, deferred in [(["meta.mode=exact"], False), (["meta.mode=fd"], True), (["meta.debias=false"], False),
+                           (["meta.debias_reference=extra"], False)]:
+        assert load_train_config(None, sets).meta.deferred_reference is deferred, sets
+    run, _ = setup(tiny("learn2synth", "meta.mode=exact", "meta.debias_reference=auto", "meta.debias=true"))
+    assert not run.deferring  # exact mode with auto: the extra batch, as before
+
+
 def test_deferred_reference_needs_an_fd_mode():
     with pytest.raises(ConfigError, match="debias_reference"):
-        tiny("learn2synth", "meta.debias=true", "meta.debias_reference=next")
+        tiny("learn2synth", "meta.mode=exact", "meta.debias=true", "meta.debias_reference=next")
 
 
 def test_rows_logged_between_meta_steps_show_the_last_real_loss(tmp_path):

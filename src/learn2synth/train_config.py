@@ -168,26 +168,35 @@ class AugmenterConfig:
 @dataclass
 class MetaConfig:
     # how the hypergradient is computed (learn2synth.meta.hypergrad): exact (second-order autograd), fd (central
-    # differences, two perturbed synthetic passes) or fd_onesided (forward difference, one perturbed pass; the
-    # cheapest, cosine similarity to exact >= 0.9999 on the meta-step benchmark). meta_every > 1 amortizes any mode.
-    # The default stays exact: no full demo/recovery run has been made with another mode yet.
-    mode: Literal["exact", "fd", "fd_onesided"] = "exact"
+    # differences, two perturbed synthetic passes) or fd_onesided (forward difference, one perturbed pass; cosine
+    # similarity to exact >= 0.9999 on the meta-step benchmark). meta_every > 1 amortizes any mode.
+    # Defaults (2026-12-07): fd_onesided, a meta-step every 4th step, debiased with the next step's gradient as
+    # reference: a trainer step costs 1.4x a synthseg step (exact every step: 4.4x; benchmarks/results/
+    # meta_step.md), and with the demo's augmenter settings the recovery study lands no worse than exact mode
+    # (benchmarks/results/paper_recovery_default_5seeds.md).
+    mode: Literal["exact", "fd", "fd_onesided"] = "fd_onesided"
     alpha: float = field(default=1.0, metadata=POSITIVE)
-    meta_every: int = field(default=1, metadata={"range": (1, None)})
+    meta_every: int = field(default=4, metadata={"range": (1, None)})
     warmup: int = field(default=0, metadata=NON_NEGATIVE)  # plain synthetic steps before meta-learning
     fd_eps: float | None = None
     # subtract the loss of an independent synthetic batch at phi' from the real loss (gradient matching; see
     # learn2synth.meta.hypergrad._objective): the learned values then settle where synthesis matches real data
-    debias: bool = False
+    debias: bool = True
     # where debias's reference gradient comes from: an extra synthetic batch (one more forward/backward per
     # meta-step), or the next step's own synthetic batch, which it computes at phi' anyway ("next": no extra pass;
-    # fd modes only; the augmenter's update then lands one step later)
-    debias_reference: Literal["extra", "next"] = "extra"
+    # fd modes only; the augmenter's update then lands one step later); "auto": next in the fd modes, extra in exact
+    debias_reference: Literal["auto", "extra", "next"] = "auto"
 
     def validate(self):
         if self.debias and self.debias_reference == "next" and self.mode == "exact":
             raise ConfigError("debias_reference", "next needs meta.mode fd or fd_onesided (the exact mode's "
                                                   "second-order graph cannot wait for the next step)")
+
+    @property
+    def deferred_reference(self) -> bool:
+        """Whether debias takes the next step's synthetic gradient as its reference (no extra pass)."""
+        return self.debias and (self.debias_reference == "next" or
+                                (self.debias_reference == "auto" and self.mode != "exact"))
 
 
 @dataclass

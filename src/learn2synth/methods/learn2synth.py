@@ -125,7 +125,7 @@ class Learn2Synth(Method):
 
     @property
     def deferring(self) -> bool:
-        return self.config.meta.debias and self.config.meta.debias_reference == "next"
+        return self.config.meta.deferred_reference
 
     def _deferred_hypergrads(self, reference_grads, theta) -> list:
         """The pending meta-step's hypergradient (``meta.debias_reference: next``), or [] when none is pending;
