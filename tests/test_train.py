@@ -98,6 +98,17 @@ def test_train_cli_refuses_to_overwrite_a_run_and_names_bad_keys(tmp_path, capsy
     assert err.count("\n") == 1 and "optim.lrr" in err and "did you mean 'lr'" in err
 
 
+def test_threads_option_is_the_config_key_and_wins_over_set():
+    from learn2synth.cli import build_parser
+    from learn2synth.cli_args import threads_set
+
+    args = build_parser().parse_args(["train", "--out", "r", "--set", "threads=4", "--threads", "1"])
+    assert threads_set(args) == ["threads=4", "threads=1"]
+    assert load_train_config(None, threads_set(args)).threads == 1  # the later override wins
+    args = build_parser().parse_args(["adapt", "--real", "x", "--out", "r"])
+    assert threads_set(args) == [] and load_train_config(None, threads_set(args)).threads is None
+
+
 def test_non_finite_real_loss_skips_both_updates(tmp_path):
     from learn2synth.train import setup
 

@@ -84,10 +84,11 @@ def _check_model_files(model: Path, config: TrainConfig) -> None:
 
 
 def run_adapt(args) -> int:
+    from .cli_args import threads_set
     from .segment import shipped_model_path
     from .train import check_run_folder, train
 
-    config = adapt_config(args.model or shipped_model_path(), args.real, args.config, args.set)
+    config = adapt_config(args.model or shipped_model_path(), args.real, args.config, threads_set(args))
     out = check_run_folder(args.out, args.resume)
     metrics = train(config, out, resume=args.resume, progress=not args.quiet)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from .cli_args import add_common as _add_common
-from .cli_args import add_run_arguments
+from .cli_args import add_run_arguments, add_threads, threads_set
 from .errors import Learn2SynthError
 
 
@@ -52,6 +52,7 @@ def _train_parser(sub) -> None:
                        description="Train from a YAML config (see configs/). Writes checkpoints, metrics.csv and "
                                    "TensorBoard logs to --out; --resume continues from the newest checkpoint.")
     add_run_arguments(p, "YAML config (e.g. configs/learn2synth.yaml); defaults apply without one", "optim.lr=1e-3")
+    add_threads(p)
     _add_common(p)
     p.set_defaults(func=_run_train)
 
@@ -60,7 +61,7 @@ def _run_train(args) -> int:
     from .train import check_run_folder, train
     from .train_config import load_train_config
 
-    config = load_train_config(args.config, args.set)
+    config = load_train_config(args.config, threads_set(args))
     out = check_run_folder(args.out, args.resume)
     metrics = train(config, out, resume=args.resume, progress=not args.quiet)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
@@ -81,6 +82,7 @@ def _adapt_parser(sub) -> None:
     p.add_argument("--real", required=True, metavar="DIR_OR_MANIFEST",
                    help="real labeled examples: a folder with images/ and labels/, or a manifest (YAML/CSV)")
     add_run_arguments(p, "YAML overriding the adapt settings", "steps=200")
+    add_threads(p)
     _add_common(p)
     p.set_defaults(func=_run_adapt)
 

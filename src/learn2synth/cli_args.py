@@ -19,3 +19,13 @@ def add_run_arguments(p: argparse.ArgumentParser, config_help: str, set_example:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads N`` of train and adapt: the config key ``threads`` (see :func:`threads_set`)."""
+    p.add_argument("--threads", type=int, help="torch threads (the config key 'threads'; default: torch's)")
+
+
+def threads_set(args) -> list[str]:
+    """``--set`` overrides with ``--threads`` appended as ``threads=N`` (the command line wins over configs)."""
+    return [*args.set, *([f"threads={args.threads}"] if getattr(args, "threads", None) is not None else [])]
