@@ -133,3 +133,11 @@ def test_real_scans_are_brought_into_the_label_maps_space_before_slicing(tmp_pat
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=0.51)  # linear resampling 16 -> 8 voxels (corner-aligned)
     as_stored = load_real_pool(str(tmp_path / "ras"), 2, 2, "none")  # no space given: sliced as stored
     assert as_stored.labels[0].shape != pools["lia"].labels[0].shape
+
+
+def test_a_folder_without_images_and_labels_names_what_it_found(tmp_path):
+    (tmp_path / "image").mkdir()
+    (tmp_path / "label").mkdir()
+    with pytest.raises(InputError, match=r"needs images/ and labels/ inside; images/ is missing \(found: image/, "
+                                         r"label/\)"):
+        read_manifest(str(tmp_path))

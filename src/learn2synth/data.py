@@ -193,6 +193,11 @@ def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
 
     path = Path(source)
     if path.is_dir():
+        missing = [name for name in ("images", "labels") if not (path / name).is_dir()]
+        if missing:
+            found = sorted(p.name + "/" for p in path.iterdir() if p.is_dir())
+            raise InputError(path, f"a folder of real examples needs images/ and labels/ inside; {missing[0]}/ is "
+                                   f"missing (found: {', '.join(found) or 'no sub-folder'}); or give a manifest")
         return pair_by_name(list_files(path / "images"), list_files(path / "labels"), where=path)
     if not path.is_file():
         raise InputError(path, "no such manifest file or folder")
