@@ -447,7 +447,7 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
                 log(f"{case}: resident memory of {mode} (child process)")
                 info["rss"][mode] = rss_in_child(shape, batch, channels, mode, threads)
             for opt in opts:
-                for kind in META_KINDS:
+                for kind in [k for k in (*META_KINDS, HALF_REAL) if f"{k}_{opt}" in info["rss"]]:
                     result[f"rss_ratio_{kind}_{opt}{suffix}"] = (
                         info["rss"][f"{kind}_{opt}"]["rss_step_mb"] / info["rss"][f"plain_{opt}"]["rss_step_mb"])
         main = "adam" if "adam" in opts else opts[0]

@@ -106,3 +106,20 @@ def test_trainer_steps_and_rss_measurement(bench):
     assert "learn2synth_default" in per_step and "synthseg" in per_step  # train_ratio_default's two sides
     rss = bench.child_main({"shape": [16, 16], "batch": 2, "channels": [2, 4], "mode": "fd_adam", "threads": 1})
     assert rss["peak_rss_mb"] > 0 and math.isfinite(rss["rss_step_mb"])  # ~0 here: toy tensors, warm process
+
+
+def test_rss_ratios_of_every_measured_mode(bench, monkeypatch):
+    """The RSS path with the child processes faked (a fresh interpreter per mode costs seconds): every timed mode,
+    the half-real one included where the batch splits, gets its ratio, and the headline keys exist."""
+    sizes = {}
+
+    def fake(shape, batch, channels, mode, threads):
+        sizes[mode] = 10.0 + len(mode)
+        return {"rss_before_mb": 1.0, "peak_rss_mb": 1.0 + sizes[mode], "rss_step_mb": sizes[mode]}
+
+    monkeypatch.setattr(bench, "rss_in_child", fake)
+    result = bench.run_benchmark(cases={"2d": ((16, 16), 2)}, scaling={}, channels=(2, 4), opts=("adam",), reps=1,
+                                 warmup=0, rss=True, trainer=False, profile=False, threads=1)
+    half = "fd_onesided-halfreal"
+    assert result[f"rss_ratio_{half}_adam_2d"] == sizes[f"{half}_adam"] / sizes["plain_adam"]
+    assert result[f"rss_ratio_{half}"] == result[f"rss_ratio_{half}_adam_2d"] and positive(result["rss_ratio_exact"])
