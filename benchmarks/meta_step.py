@@ -79,19 +79,23 @@ META_KINDS = ("exact", "fd", "fd_onesided")  # meta.mode values timed against th
 HALF_REAL = "fd_onesided-halfreal"
 STEP_MODES = tuple(f"{kind}_{opt}" for opt in OPTIMIZERS for kind in ("plain", *META_KINDS, HALF_REAL))
 SYNTH_MODES = ("synth_none", "synth_synthseg")
+# each mode every step without debias (the former defaults' shape), then what each default adds; pinned, so that
+# the rows keep their meaning whatever TrainConfig's defaults are
+EVERY_STEP = ["method=learn2synth", "meta.meta_every=1", "meta.debias=false"]
 METHOD_RUNS = {  # trainer runs: name -> config overrides
     "synthseg": ["method=synthseg"],
     "real": ["method=real"],
     "mixed": ["method=mixed"],
     "finetune": ["method=finetune"],
-    "learn2synth_exact": ["method=learn2synth", "meta.mode=exact"],
-    "learn2synth_fd": ["method=learn2synth", "meta.mode=fd"],
-    "learn2synth_fd_onesided": ["method=learn2synth", "meta.mode=fd_onesided"],
+    "learn2synth_exact": [*EVERY_STEP, "meta.mode=exact"],
+    "learn2synth_fd": [*EVERY_STEP, "meta.mode=fd"],
+    "learn2synth_fd_onesided": [*EVERY_STEP, "meta.mode=fd_onesided"],
     # a cheaper configuration: one meta-step every 4 steps (plain augmented steps in between)
-    "learn2synth_fd_onesided_every4": ["method=learn2synth", "meta.mode=fd_onesided", "meta.meta_every=4"],
+    "learn2synth_fd_onesided_every4": [*EVERY_STEP, "meta.mode=fd_onesided", "meta.meta_every=4"],
     # meta.debias: its reference gradient from an extra synthetic pass, or from the next step's own (deferred)
-    "learn2synth_fd_onesided_debias": ["method=learn2synth", "meta.mode=fd_onesided", "meta.debias=true"],
-    "learn2synth_fd_onesided_debias_next": ["method=learn2synth", "meta.mode=fd_onesided", "meta.debias=true",
+    "learn2synth_fd_onesided_debias": [*EVERY_STEP, "meta.mode=fd_onesided", "meta.debias=true",
+                                       "meta.debias_reference=extra"],
+    "learn2synth_fd_onesided_debias_next": [*EVERY_STEP, "meta.mode=fd_onesided", "meta.debias=true",
                                             "meta.debias_reference=next"],
     "learn2synth_default": ["method=learn2synth"],  # whatever TrainConfig's defaults are (train_ratio_default)
 }
