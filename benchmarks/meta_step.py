@@ -407,7 +407,8 @@ def _ratios(result: dict, seconds: dict, mem: dict, suffix: str, opts) -> None:
 
 def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMIZERS), reps: int = 10,
                   warmup: int = 2, scaling_reps: int = 7, rss: bool = True, trainer: bool = True,
-                  profile: bool = True, threads: int = THREADS, log: Callable[[str], None] | None = None) -> dict:
+                  profile: bool = True, threads: int = THREADS, log: Callable[[str], None] | None = None,
+                  trainer_reps: int | None = None) -> dict:
     """Run every measurement; returns a dict (flat keys for the headline numbers, details under ``cases``).
 
     Flat keys: ``time_ratio_<exact|fd>_<opt>_<case>``, ``mem_ratio_..._<case>`` (profiler peaks),
@@ -492,7 +493,8 @@ def run_benchmark(cases=None, scaling=None, channels=CHANNELS, opts=tuple(OPTIMI
     if trainer and "2d" in cases:
         shape, batch = cases["2d"]
         log(f"trainer: end-to-end steps of {', '.join(METHOD_RUNS)} at 2d {'x'.join(map(str, shape))} batch {batch}")
-        per_step = trainer_steps(shape, batch, channels, reps=max(3, reps // 2), warmup=1, threads=threads)
+        per_step = trainer_steps(shape, batch, channels, reps=trainer_reps or max(3, reps // 2), warmup=1,
+                                 threads=threads)
         result["trainer_seconds_per_step"] = per_step
         for name, sec in per_step.items():
             result[f"steps_per_s_{name}"] = 1.0 / sec
@@ -695,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="timed steps per mode (default 10, quick 3)")
     parser.add_argument("--warmup", type=int, help="untimed rounds before timing (default 2, quick 1)")
     parser.add_argument("--scaling-reps", type=int, default=7, help="timed steps per size in the scaling sweep")
+    parser.add_argument("--trainer-reps", type=int, default=24,
+                        help="timed trainer steps per method, rounded up to whole cycles of 4 (default 24: a mean "
+                             "over 6 cycles; train_ratio_default is a ratio of two such means)")
     parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/meta_step.md); full runs "
                         "write it, --quick runs only when --out is given")
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
@@ -718,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_benchmark(cases={"2d": CASES["2d"]}, scaling={}, opts=("adam",), reps=reps, warmup=warmup,
                                rss=False, trainer=False, profile=False, log=log)
     else:
-        result = run_benchmark(reps=reps, warmup=warmup, scaling_reps=args.scaling_reps, log=log)
+        result = run_benchmark(reps=reps, warmup=warmup, scaling_reps=args.scaling_reps, log=log,
+                               trainer_reps=args.trainer_reps)
     loads.append(os.getloadavg()[0])
     result["load_samples"] = loads
     command = " ".join([".venv/bin/python", "benchmarks/meta_step.py",
