@@ -361,10 +361,10 @@ def predict_file(model: Model, source: str | os.PathLike, out: str | os.PathLike
     """
     label_path, posterior_path = output_paths(source, out, name)
     targets = [label_path, posterior_path] if posteriors else [label_path]
-    _refuse_existing(targets)
+    refuse_existing(targets)
     volume = read_image(source, colour=model.colour)
     labels, probs = predict_volume(model, volume, batch_size, class_indices, mirror)
-    _refuse_existing(targets)  # again: the folder may have changed while the model ran
+    refuse_existing(targets)  # again: the folder may have changed while the model ran
     label_path.parent.mkdir(parents=True, exist_ok=True)
     written = [write_image(label_path, labels, like=volume)]
     if posteriors:
@@ -373,10 +373,12 @@ def predict_file(model: Model, source: str | os.PathLike, out: str | os.PathLike
     return written
 
 
-def _refuse_existing(paths) -> None:
-    for path in paths:
-        if path.exists():
-            raise InputError(path, "already exists; refusing to overwrite it (choose another --out)")
+def refuse_existing(paths) -> None:
+    """One error naming the first of ``paths`` that exists (and how many more do), before any work."""
+    existing = [path for path in paths if Path(path).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
+        raise InputError(existing[0], f"already exists{more}; refusing to overwrite it (choose another --out)")
 
 
 def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLike, posteriors: bool = False,
@@ -409,12 +411,12 @@ def predict_files(model: Model, source: str | os.PathLike, out: str | os.PathLik
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    names = output_names(files, lambda path, name: output_paths(path, out, name)[: 2 if posteriors else 1])
-    existing = [target for path, name in zip(files, names, strict=True)
-                for target in output_paths(path, out, name)[: 2 if posteriors else 1] if target.exists()]
-    if existing:  # one line before any work, not one per file after it
-        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
-        raise InputError(existing[0], f"already exists{more}; refusing to overwrite it (choose another --out)")
+    def writes(path, name):  # the label map (and posteriors) an input writes under a name
+        return output_paths(path, out, name)[: 2 if posteriors else 1]
+
+    names = output_names(files, writes)
+    # one line before any work, not one per file after it
+    refuse_existing([t for path, name in zip(files, names, strict=True) for t in writes(path, name)])
     out.mkdir(parents=True, exist_ok=True)
     segmented, failures = [], []
     for path, name in tqdm(list(zip(files, names, strict=True)), desc="predict", unit="file",

@@ -48,7 +48,7 @@ def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: b
     >>> [str(p) for p in plan_outputs([Path("a/s1/t1.mgz"), Path("a/s2/t1.mgz")], Path("seg"), False)]
     ['seg/s1/t1.mgz', 'seg/s2/t1.mgz']
     """
-    from .inference import output_names, output_paths
+    from .inference import output_names, output_paths, refuse_existing
 
     def writes(target: Path) -> tuple[Path, ...]:  # the label map, and its posteriors (predict's naming)
         return output_paths(target, target.parent)[: 2 if posteriors else 1]
@@ -57,10 +57,7 @@ def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: b
         targets = [out]
     else:
         targets = [out / name for name in output_names(inputs, lambda path, name: writes(out / name))]
-    for target in targets:
-        for path in writes(target):
-            if path.exists():
-                raise InputError(path, "already exists; refusing to overwrite it (choose another --out)")
+    refuse_existing([path for target in targets for path in writes(target)])
     return targets
 
 
