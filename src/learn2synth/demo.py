@@ -45,9 +45,6 @@ QUICK = {
     "val_every": 30,
     "meta.warmup": 5,
 }
-# The demo's learn2synth runs TrainConfig's meta defaults (fd_onesided, a meta-step every 4th step, the debiased
-# hypergradient with the next step's gradient as reference; learn2synth.meta.hypergrad._objective).
-L2S: dict = {}
 HIDDEN = {"sigma": 0.10, "bias": [0.5, 0.5, 0.5]}
 
 
@@ -59,7 +56,9 @@ def demo_configs(quick: bool, seed: int):
     sets = _as_sets(settings)
     sets += [f"seed={seed}", f"data.phantom_real.sigma={HIDDEN['sigma']}",
              f"data.phantom_real.bias={json.dumps(HIDDEN['bias'])}", "checkpoint_every=1000000"]
-    l2s = load_train_config(None, ["method=learn2synth", *sets, *_as_sets(L2S)])
+    # learn2synth runs TrainConfig's meta defaults (fd_onesided, a meta-step every 4th step, the debiased
+    # hypergradient with the next step's gradient as reference; learn2synth.meta.hypergrad._objective)
+    l2s = load_train_config(None, ["method=learn2synth", *sets])
     synthseg = load_train_config(None, ["method=synthseg", *sets])
     return l2s, synthseg
 
