@@ -15,13 +15,19 @@ ISBI = DATA / "em" / "isbi2012"
 pytestmark = pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data (ISBI 2012) not present")
 
 
-def test_isbi_quick_runs_every_method_and_writes_report(tmp_path):
+def experiment_modules(*names):
+    """The scripts of benchmarks/experiments, imported by name (their folder is not a package)."""
+    import importlib
+
     sys.path.insert(0, str(REPO / "benchmarks" / "experiments"))
     try:
-        import common
-        import exp_isbi
+        return [importlib.import_module(name) for name in names]
     finally:
         sys.path.pop(0)
+
+
+def test_isbi_quick_runs_every_method_and_writes_report(tmp_path):
+    common, exp_isbi = experiment_modules("common", "exp_isbi")
     out = tmp_path / "exp_isbi.md"
     # --downsample 2: trained on block-reduced slices, test slices predicted reduced and scored at full size
     code = exp_isbi.main(["--data", str(DATA), "--quick", "--set", "steps=2", "--test-crop", "64",
@@ -39,11 +45,7 @@ def test_isbi_quick_runs_every_method_and_writes_report(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "brain" / "oasis").is_dir(), reason="../shared/data (OASIS) not present")
 def test_brain_quick_runs_both_directions_with_volume_dice(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks" / "experiments"))
-    try:
-        import exp_brain
-    finally:
-        sys.path.pop(0)
+    exp_brain, = experiment_modules("exp_brain")
     out = tmp_path / "exp_brain.md"
     code = exp_brain.main(["--data", str(DATA), "--quick", "--k", "1", "--methods", "synthseg,real", "--set",
                            "steps=2", "--maps", "1", "--out", str(out), "--work", str(tmp_path / "work")])
@@ -63,11 +65,7 @@ def test_brain_quick_runs_both_directions_with_volume_dice(tmp_path):
 def test_summary_table_spreads_over_seeds_hand_worked():
     """Runs without volumes contribute their mean Dice over cases (one value per seed); with volumes, each volume's
     Dice. Hand-worked: synthseg seeds 0.5 and 0.7 -> 0.600 ± 0.100; other 0.8 and 0.8 -> +20.0 points."""
-    sys.path.insert(0, str(REPO / "benchmarks" / "experiments"))
-    try:
-        import common
-    finally:
-        sys.path.pop(0)
+    common, = experiment_modules("common")
 
     def run(method, dices, volumes=None):
         r = common.Result(method, "", 0.0, per_case={"t": [{"dice": d} for d in dices]})
