@@ -79,3 +79,16 @@ def test_summary_table_spreads_over_seeds_hand_worked():
     assert "| other | 2 | 0.800 ± 0.000 | 0.800 - 0.800 | +20.0 |" in table and "mean over cases" in table
     table = common.summary_table([run("synthseg", [0.0], volumes=[0.5, 0.6])], "t")
     assert "| synthseg | 2 | 0.550 ± 0.050 |" in table and "volume Dice" in table
+
+
+@pytest.mark.skipif(not (DATA / "brain" / "oasis").is_dir(), reason="../shared/data (OASIS) not present")
+def test_gan_experiment_quick_runs_on_exp_brains_data_preparation(tmp_path):
+    """exp_gan.py builds on exp_brain's helpers (a refactor of exp_brain once broke it unnoticed)."""
+    exp_gan, = experiment_modules("exp_gan")
+    out = tmp_path / "gan.md"
+    assert exp_gan.main(["--k", "2", "--maps", "1", "--every", "32", "--test-every", "32", "--methods", "synthseg",
+                         "gan_synth", "--set", "steps=3", "--set", "gan.pretrain_steps=2", "--set",
+                         "gan.epoch_steps=1", "--set", "data.shape=[64,64]", "--data", str(DATA), "--out",
+                         str(out)]) == 0
+    text = out.read_text()
+    assert "| synthseg |" in text and "| gan_synth |" in text and "configs/experiments/brain.yaml" in text

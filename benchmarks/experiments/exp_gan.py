@@ -1,7 +1,8 @@
 """gan_synth on OASIS against synthseg and real at the same segmenter step budget (a small CPU run).
 
 - Real training data: K brain-containing coronal slices (axis 2) of OASIS subject 0001, picked as in
-  ``exp_brain.py`` (its ``prepare``, which also makes the SynthSeg label-map slices that synthseg renders).
+  ``exp_brain.py`` (its ``prepare_direction``; ``synthseg_slices`` makes the SynthSeg label-map slices, non-brain
+  labels set to 0, that synthseg renders with ``configs/experiments/brain.yaml``).
 - gan_synth: ``gan.pretrain_steps`` GAN-only steps on those K pairs, then the segmenter's steps; synthseg and real
   take the same number of segmenter steps (the GAN's steps come on top and are reported as CPU time).
 - Test: every ``--test-every``-th brain slice of subject 0002, segmented whole; headline: Dice per class over the
@@ -24,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import exp_brain  # noqa: E402
 
+# the setting gan_synth.md was made in (exp_brain.py has since moved to brain_tissue.yaml and unstripped maps)
+CONFIG = common.REPO / "configs" / "experiments" / "brain.yaml"
 # the segmenter's budget and the crop size are the same for every method; only these sets differ
 METHODS = {"synthseg": ["method=synthseg"], "real": ["method=real"], "gan_synth": ["method=gan_synth"],
            "gan_synth-clipped": ["method=gan_synth", "gan.realism=clipped_bce"],
@@ -50,6 +53,7 @@ def main(argv=None) -> int:
     command = common.command_line(__file__, argv)
     import torch
 
+    from learn2synth.io import load_label_mapping
     from learn2synth.train_config import load_train_config
 
     torch.set_num_threads(1)
@@ -57,14 +61,17 @@ def main(argv=None) -> int:
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="exp_gan_")
     work = Path(args.work or tmp.name).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    sets_by_k, tests, n_synth = exp_brain.prepare(Path(args.data).resolve(), work, [args.k], args.every, args.maps,
-                                                  args.test_every, strip=True)
+    data = Path(args.data).resolve()
+    synth_files = exp_brain.synthseg_slices(data, work / "synthseg_slices", args.every, args.maps,
+                                            load_label_mapping(exp_brain.MAPPING), strip=True)
+    n_synth = len(synth_files)
+    sets_by_k, tests = exp_brain.prepare_direction(data, work, [args.k], synth_files, "0001", "0002", args.test_every)
     data_sets, picks = sets_by_k[args.k]
     extra = [*BUDGET, "threads=1", *args.sets]
     seeds = [int(v) for v in args.seeds.split(",")]
 
     def build(method, seed=seeds[0]):
-        config = load_train_config(exp_brain.CONFIG, [*data_sets, *METHODS[method], *extra, f"seed={seed}"])
+        config = load_train_config(CONFIG, [*data_sets, *METHODS[method], *extra, f"seed={seed}"])
         if method.startswith("gan_synth"):  # the same segmenter steps after the GAN's
             config.steps += config.gan.pretrain_steps
         return config
