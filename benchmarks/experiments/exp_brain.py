@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from exp_adapt import SUBJECTS, brain_slices, pick  # noqa: E402  (the OASIS subjects and slice choice, one place)
 
 CONFIG = common.REPO / "configs" / "experiments" / "brain_tissue.yaml"
 MAPPING = common.REPO / "configs" / "mappings" / "synthseg_to_tissue4.yaml"
 CLASSES = ["cortex", "subcort. GM", "WM", "CSF"]
 AXIS = 2
-SUBJECTS = {"0001": "OASIS_OAS1_0001_MR1", "0002": "OASIS_OAS1_0002_MR1"}
 CROP = (160, 192)  # the OASIS slice size
 QUICK_SETS = ["steps=12", "data.shape=[64,64]", "net.channels=[8,16,32]", "augmenter.channels=[4,8]",
               "batch_size=4", "real_batch_size=4"]
@@ -88,17 +88,6 @@ def synthseg_slices(data: Path, folder: Path, every: int, n_maps: int, mapping, 
     return written
 
 
-def brain_slices(seg: np.ndarray, min_fraction: float = 0.0) -> np.ndarray:
-    area = (seg > 0).sum(axis=(0, 1))
-    return np.nonzero((area > 0) & (area >= min_fraction * area.max()))[0]
-
-
-def pick_training_slices(seg: np.ndarray, k: int) -> list[int]:
-    candidates = brain_slices(seg, 0.25)
-    positions = np.linspace(0, len(candidates) - 1, k + 2)[1:-1] if k > 1 else [len(candidates) // 2]
-    return [int(candidates[int(round(p))]) for p in positions]
-
-
 def prepare_direction(data: Path, work: Path, ks: list[int], synth_files: list[Path], train: str, test: str,
                       test_every: int):
     """The K-slice training sets of subject ``train`` (config sets and slice indices per K) and the test sets of
@@ -111,7 +100,7 @@ def prepare_direction(data: Path, work: Path, ks: list[int], synth_files: list[P
     seg1 = load(oasis / SUBJECTS[train] / "aligned_seg4.nii.gz").astype(np.int32)
     sets = {}
     for k in ks:
-        picks = pick_training_slices(seg1, k)
+        picks = pick(seg1, k)
         real_dir, label_dir = work / f"real_{train}_K{k}", work / f"labels_{train}_K{k}"
         real_dir.mkdir(parents=True, exist_ok=True)
         label_dir.mkdir(parents=True, exist_ok=True)
