@@ -163,9 +163,8 @@ class Problem:
         opt, state = self.opts[opt_name], self.states[opt_name]
         if kind == "plain":
             return lambda: plain_step(self.net, self.params, opt, state, lambda p: self.loss(p, self.x, self.y))
-        real = self.real_half_loss if kind == HALF_REAL else self.real_loss
-        return lambda: meta_step(self.net, self.params, opt, state, self.synth_loss, real, self.theta,
-                                 mode=kind.removesuffix("-halfreal"))
+        real, mode = (self.real_half_loss, "fd_onesided") if kind == HALF_REAL else (self.real_loss, kind)
+        return lambda: meta_step(self.net, self.params, opt, state, self.synth_loss, real, self.theta, mode=mode)
 
 
 # -- measurements ----------------------------------------------------------------------------------------------
@@ -379,17 +378,15 @@ def hypergrad_cosines(problem: Problem, opt_name: str) -> dict:
                            mode=kind)
         return torch.cat([h.detach().flatten().double() for h in result.hypergrads])
 
+    def compare(est, exact):
+        return {"cosine": float(torch.nn.functional.cosine_similarity(est, exact, dim=0)),
+                "rel_error": float((est - exact).norm() / exact.norm())}
+
     exact = hypergrad("exact")
-    out = {}
-    for kind in META_KINDS[1:]:
-        est = hypergrad(kind)
-        out[kind] = {"cosine": float(torch.nn.functional.cosine_similarity(est, exact, dim=0)),
-                     "rel_error": float((est - exact).norm() / exact.norm())}
+    out = {kind: compare(hypergrad(kind), exact) for kind in META_KINDS[1:]}
     if len(problem.xr) >= 2:  # against the exact hypergradient of the same (half) real batch
-        exact, est = hypergrad("exact", problem.real_half_loss), hypergrad("fd_onesided", problem.real_half_loss)
-        kind = HALF_REAL
-        out[kind] = {"cosine": float(torch.nn.functional.cosine_similarity(est, exact, dim=0)),
-                     "rel_error": float((est - exact).norm() / exact.norm())}
+        out[HALF_REAL] = compare(hypergrad("fd_onesided", problem.real_half_loss),
+                                 hypergrad("exact", problem.real_half_loss))
     return out
 
 
