@@ -8,8 +8,8 @@ import torch
 
 from learn2synth.errors import ConfigError
 from learn2synth.methods.guard import AugmenterGuard
-from learn2synth.train import setup, train
-from test_train import params_of, tiny
+from learn2synth.train import setup
+from test_train import full_and_resumed, tiny
 
 
 @pytest.mark.parametrize("kind", ["learned_priors", "parametric"])
@@ -40,10 +40,7 @@ def test_resume_with_the_guard_is_exact(tmp_path, monkeypatch):
     # every check after the first is worse than the last (a decision that depends on the checkpointed state)
     monkeypatch.setattr(AugmenterGuard, "score", lambda self, run: 1 if self.reference is None else self.reference - 1)
     config = tiny("learn2synth", "augmenter.kind=learned_priors", "augmenter.check_every=2", "steps=8")
-    train(config, tmp_path / "full", progress=False, tensorboard=False)
-    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
-    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
-    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    full, cut = full_and_resumed(config, tmp_path)
     for part in ("params", "augmenter"):
         for key, value in full[part].items():
             assert torch.equal(value, cut[part][key]), (part, key)

@@ -8,8 +8,8 @@ import torch
 
 from learn2synth.errors import ConfigError
 from learn2synth.methods.guard import AugmenterGuard
-from learn2synth.train import setup, train
-from test_train import params_of, tiny
+from learn2synth.train import setup
+from test_train import full_and_resumed, tiny
 
 
 def cosine(step, lr, final, start, end):
@@ -56,10 +56,7 @@ def test_guard_halving_composes_with_the_decay(monkeypatch):
 
 def test_resume_is_exact_with_the_decay(tmp_path):
     config = tiny("learn2synth", "augmenter.lr_final=0.2", "steps=6")
-    train(config, tmp_path / "full", progress=False, tensorboard=False)
-    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
-    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
-    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    full, cut = full_and_resumed(config, tmp_path)
     for key, value in full["augmenter"].items():
         assert torch.equal(value, cut["augmenter"][key]), key
     assert full["aug_opt"]["param_groups"][0]["lr"] == cut["aug_opt"]["param_groups"][0]["lr"]

@@ -13,7 +13,7 @@ from learn2synth.rng import derive_seed
 from learn2synth.sources import label_pool
 from learn2synth.train import train
 from test_generative_cli import fresh
-from test_train import params_of, tiny
+from test_train import full_and_resumed, tiny
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +61,7 @@ def test_spade_method_renders_with_the_style_images_codes(runs):
 
 def test_spade_method_resume_equals_an_uninterrupted_run(tmp_path, runs):
     config = spade_config(runs, "steps=6")
-    train(config, tmp_path / "full", progress=False, tensorboard=False)
-    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
-    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
-    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    full, cut = full_and_resumed(config, tmp_path)
     for key, value in full["params"].items():
         assert torch.equal(value, cut["params"][key]), key
     earlier = load_checkpoint(tmp_path / "full" / "step_000004.pt")["state"]["params"]

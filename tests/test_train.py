@@ -27,6 +27,15 @@ def params_of(folder):
     return ckpt["state"]
 
 
+def full_and_resumed(config, root, stop_at: int = 3):
+    """Train ``config`` uninterrupted into root/full and, into root/cut, stopped after ``stop_at`` steps then
+    resumed; returns the newest checkpoint states (full, cut)."""
+    train(config, root / "full", progress=False, tensorboard=False)
+    train(config, root / "cut", progress=False, tensorboard=False, stop_at=stop_at)
+    train(config, root / "cut", resume=True, progress=False, tensorboard=False)
+    return params_of(root / "full"), params_of(root / "cut")
+
+
 @pytest.mark.parametrize("name", ["synthseg", "real", "mixed", "finetune", "learn2synth", "learn2synth_residual"])
 def test_every_method_trains_from_its_config(tmp_path, name):
     config = tiny(name, "finetune_from=0.5")
