@@ -171,7 +171,7 @@ class MetaConfig:
     # differences, two perturbed synthetic passes) or fd_onesided (forward difference, one perturbed pass; cosine
     # similarity to exact >= 0.9999 on the meta-step benchmark). meta_every > 1 amortizes any mode.
     # Defaults (2026-12-07): fd_onesided, a meta-step every 4th step, debiased with the next step's gradient as
-    # reference: a trainer step costs 1.4-1.5x a synthseg step (exact every step: 4.3x; benchmarks/results/
+    # reference: a trainer step costs 1.5x a synthseg step (exact every step: 4.3x; benchmarks/results/
     # meta_step.md), and with the demo's augmenter settings the recovery study lands no worse on average than exact
     # mode, with a wider spread over seeds (benchmarks/results/paper_recovery_default_5seeds.md).
     mode: Literal["exact", "fd", "fd_onesided"] = "fd_onesided"
