@@ -92,3 +92,27 @@ def test_gan_experiment_quick_runs_on_exp_brains_data_preparation(tmp_path):
                          str(out)]) == 0
     text = out.read_text()
     assert "| synthseg |" in text and "| gan_synth |" in text and "configs/experiments/brain.yaml" in text
+
+
+@pytest.mark.skipif(not (DATA / "brain" / "synthseg_label_maps").is_dir(),
+                    reason="../shared/data (OASIS, SynthSeg label maps) not present")
+def test_adapt_experiment_skull_on_uses_the_raw_slice_and_its_labels(tmp_path):
+    """The skull-on domain is each subject's raw slice_orig with slice_seg4, which is coronal slice 109 of the
+    aligned labels (checked against the volume); K must be 1; a quick run reports it."""
+    import nibabel as nib
+    import numpy as np
+
+    exp_adapt, = experiment_modules("exp_adapt")
+    image, seg = exp_adapt.domain(DATA, "0002", exp_adapt.SKULL_ON)
+    folder = DATA / "brain" / "oasis" / exp_adapt.SUBJECTS["0002"]
+    aligned = np.asarray(nib.load(folder / "aligned_seg4.nii.gz").dataobj)
+    assert image.shape == seg.shape == (160, 192, 1) and np.array_equal(seg[:, :, 0], aligned[:, :, 109])
+    assert (image[seg == 0] > 0).mean() > 0.9  # the skull and scalp are there: not a skull-stripped image
+    out = tmp_path / "adapt.md"
+    assert exp_adapt.main(["--data", str(DATA), "--contrast", "skull-on", "--k", "1", "--quick", "--methods",
+                           "start,synthseg", "--threads", "1", "--set", "augmenter.check_every=0", "--set",
+                           "data.val_fraction=0", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    text = out.read_text()
+    assert "`slice_orig`" in text and "| seed=0 | start | OAS1_0002 |" in text and "| seed=0 | synthseg |" in text
+    with pytest.raises(SystemExit, match="--k 1"):
+        exp_adapt.main(["--data", str(DATA), "--contrast", "skull-on", "--k", "5", "--out", str(out)])

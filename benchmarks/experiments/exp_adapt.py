@@ -1,10 +1,11 @@
 """Adapting a trained brain model to a target domain with a few labeled examples: does learned synthesis win?
 
 The setting of the Learn2Synth paper's MPRAGE -> FLASH experiment, made from the shared OASIS data: a target
-domain (T1 as scanned, or a contrast the model never saw, made by ``contrasts.py`` whose docstring is the
-recipe), K labeled coronal slices of one subject in that domain, test on every brain slice of the OTHER subject in
-the same domain. Every method starts from the same model (the shipped brain model by default) and trains the
-same number of extra steps (``learn2synth.adapt.adapt_config`` builds each config from the model):
+domain (T1 as scanned, a contrast the model never saw, made by ``contrasts.py`` whose docstring is the recipe,
+or ``skull-on``: the raw scan with the skull, one slice per subject), K labeled coronal slices of one subject in
+that domain, test on every brain slice of the OTHER subject in the same domain. Every method starts from the same
+model (the shipped brain model by default) and trains the same number of extra steps
+(``learn2synth.adapt.adapt_config`` builds each config from the model):
 
 - ``start``: the model as it is (no extra step);
 - ``synthseg``: synthseg continued, no real data (the baseline every other method is tested against);
@@ -61,11 +62,18 @@ QUICK_SETS = ["steps=4", "batch_size=2", "real_batch_size=2", "data.shape=[64,64
               "augmenter.channels=[4,8]"]
 
 
+SKULL_ON = "skull-on"
+
+
 def domain(data: Path, subject: str, contrast: str):
-    """(image volume in the target contrast, seg4) of an OASIS subject."""
+    """(image volume in the target contrast, seg4) of an OASIS subject. ``skull-on``: the subject's one raw slice
+    with the skull (``slice_orig``, coronal slice 109 of the aligned volume) and its labels, as a one-slice volume."""
     import nibabel as nib
 
     folder = data / "brain" / "oasis" / SUBJECTS[subject]
+    if contrast == SKULL_ON:
+        image = np.asarray(nib.load(folder / "slice_orig.nii.gz").dataobj, dtype=np.float32)
+        return image, np.asarray(nib.load(folder / "slice_seg4.nii.gz").dataobj).astype(np.int64)
     t1 = np.asarray(nib.load(folder / "aligned_norm.nii.gz").dataobj, dtype=np.float32)
     seg = np.asarray(nib.load(folder / "aligned_seg4.nii.gz").dataobj).astype(np.int64)
     return contrasts.make_contrast(t1, seg, contrast, seed=int(subject)), seg
@@ -123,7 +131,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--model", help="checkpoint or run folder to adapt (default: the shipped brain model)")
-    parser.add_argument("--contrast", default="flair", choices=["t1", *contrasts.TARGETS])
+    parser.add_argument("--contrast", default="flair", choices=["t1", *contrasts.TARGETS, SKULL_ON],
+                        help=f"target domain; {SKULL_ON}: the raw scan with the skull, one slice per subject (so K=1 "
+                             "and the test is that one slice of the other subject)")
     parser.add_argument("--train-subject", default="0001", choices=list(SUBJECTS))
     parser.add_argument("--test-subject", default="0002", choices=list(SUBJECTS))
     parser.add_argument("--k", default="5", help="labeled training slices of the train subject, or 'all'")
@@ -146,6 +156,8 @@ def main(argv=None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if args.contrast == SKULL_ON and args.k not in ("1", "all"):
+        raise SystemExit(f"--contrast {SKULL_ON} has one labeled slice per subject: use --k 1")
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     if args.quick:
         args.test_every = max(args.test_every, 20)
@@ -217,11 +229,13 @@ def priors_report(results: list, work: Path | None, out: Path) -> str:
 
 def write_report(args, argv, results, test, n_real, model, seconds) -> None:
     out = Path(args.out or common.REPO / "benchmarks" / "results" / f"adapt_{args.contrast}.md")
+    recipe = ("the raw scan with the skull, `slice_orig`: one slice per subject, coronal slice 109"
+              if args.contrast == SKULL_ON else "recipe in `benchmarks/experiments/contrasts.py`")
     lines = common.report_head(f"Adapting the brain model to {args.contrast} with K={args.k} labeled slices",
                                args.quick, common.command_line(__file__, argv))
     lines += [f"- Start model: `{model.name}`; every method trains {args.steps} more steps from it "
               "(`learn2synth.adapt.adapt_config`).",
-              f"- Target domain: `{args.contrast}` (recipe in `benchmarks/experiments/contrasts.py`). Training: "
+              f"- Target domain: `{args.contrast}` ({recipe}). Training: "
               f"{n_real} labeled coronal slices of OAS1_{args.train_subject}; test: every {args.test_every}-th brain "
               f"slice of OAS1_{args.test_subject}.",
               f"- {common.environment()}; {seconds / 60:.1f} min in all.", "",
