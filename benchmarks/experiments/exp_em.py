@@ -202,12 +202,17 @@ def parser(name: str, train: str):
     return p
 
 
-def main(argv=None) -> int:
-    args = parser("em", "0,1,2").parse_args(argv)
-    args.command = common.command_line(__file__, argv)
+def parse(name: str, script: str, argv):
+    """The arguments of an EM experiment's command line (``script``: the experiment's file, for the report)."""
+    args = parser(name, "0,1,2").parse_args(argv)
+    args.command = common.command_line(script, argv)
     if args.quick and not args.test_crop:
         args.test_crop = 256
-    data = Path(args.data).resolve()
+    return args, Path(args.data).resolve()
+
+
+def main(argv=None) -> int:
+    args, data = parse("em", __file__, argv)
     exp = Experiment(
         "em", "Drosophila VNC ssTEM (mitochondria)", common.REPO / "configs" / "experiments" / "em.yaml",
         common.REPO / "configs" / "mappings" / "em_mitochondria.yaml", em_pairs(data), ["mito"],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from exp_em import Experiment, parser, run_2d  # noqa: E402
+from exp_em import Experiment, parse, run_2d  # noqa: E402
 
 
 def isbi_pairs(data: Path) -> list[tuple[Path, Path]]:
@@ -32,11 +32,7 @@ def isbi_pairs(data: Path) -> list[tuple[Path, Path]]:
 
 
 def main(argv=None) -> int:
-    args = parser("isbi", "0,1,2").parse_args(argv)
-    args.command = common.command_line(__file__, argv)
-    if args.quick and not args.test_crop:
-        args.test_crop = 256
-    data = Path(args.data).resolve()
+    args, data = parse("isbi", __file__, argv)
     exp = Experiment(
         "isbi", "ISBI 2012 EM (membranes)", common.REPO / "configs" / "experiments" / "isbi.yaml",
         common.REPO / "configs" / "experiments" / "isbi_membranes.yaml", isbi_pairs(data), ["membrane"],
