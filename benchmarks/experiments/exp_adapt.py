@@ -12,7 +12,7 @@ model (the shipped brain model by default) and trains the same number of extra s
 - ``l2s-parametric``, ``l2s-priors``, ``l2s-residual``: Learn2Synth with each augmenter (the segmenter never
   sees a real image); ``l2s-best``: the one of the three with the best validation Dice on held-out K examples
   (never the test subject), per seed; ``l2s-priors-exact``: learned priors with the exact hypergradient at every
-  step (the estimator the defaults replaced);
+  step (the estimator the defaults replaced); ``l2s-priors-every``: the default estimator at every step;
 - ``l2s-priors-fit``: learned priors whose GMM ranges start from the K examples' per-class intensities
   (``augmenter.fit_real``); ``fit-only``: the same start, never updated (synthesis with priors estimated from the
   K examples, no hypergradient): the ablation that tells what the hypergradient adds;
@@ -49,6 +49,8 @@ METHODS = {
     "l2s-priors": ["augmenter.kind=learned_priors"],
     # the same with the exact hypergradient at every step (the default is fd_onesided every 4th step)
     "l2s-priors-exact": ["augmenter.kind=learned_priors", "meta.mode=exact", "meta.meta_every=1"],
+    # the default estimator (fd_onesided) at every step instead of every 4th: tells frequency from estimator
+    "l2s-priors-every": ["augmenter.kind=learned_priors", "meta.meta_every=1"],
     "l2s-priors-fit": ["augmenter.kind=learned_priors", "augmenter.fit_real=true"],
     "fit-only": ["augmenter.kind=learned_priors", "augmenter.fit_real=true", "meta.warmup=1000000000",
                  "augmenter.check_every=0"],
