@@ -13,7 +13,7 @@ from learn2synth.cli import main
 from learn2synth.errors import ConfigError
 from learn2synth.methods import feature_da as fda
 from learn2synth.train import setup, train
-from test_train import ROOT, TINY, params_of, tiny
+from test_train import ROOT, TINY, full_and_resumed, params_of, tiny
 
 STREAMS = ("source_real", "source_fake", "target_real", "target_fake")
 
@@ -183,11 +183,7 @@ def test_train_from_the_cli_then_predict(tmp_path, capsys):
 
 def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     config = tiny("feature_da", "steps=6")
-    train(config, tmp_path / "full", progress=False, tensorboard=False)
-    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
-    assert not (tmp_path / "cut" / "step_000006.pt").exists()
-    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
-    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    full, cut = full_and_resumed(config, tmp_path)
     assert {"params", "opt", "image_generator", "discriminator", "g_opt", "d_opt"} <= full.keys()
     assert_states_equal(full, cut)
     assert (tmp_path / "full" / "metrics.csv").read_text() == (tmp_path / "cut" / "metrics.csv").read_text()

@@ -21,6 +21,7 @@ from learn2synth.generative.pix2pix import (
 from learn2synth.synth import phantom_labels
 from learn2synth.train import restore, setup, train
 from learn2synth.train_config import load_train_config
+from test_train import full_and_resumed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "gan_synth.yaml"
@@ -204,12 +205,8 @@ def test_train_cli_runs_the_gan_phase_then_the_weighted_segmenter_phase(tmp_path
 
 def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     config = tiny("steps=6", "gan.epoch_steps=1", "gan.keep_training=true")
-    train(config, tmp_path / "full", progress=False, tensorboard=False)
-    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
-    assert not (tmp_path / "cut" / "step_000006.pt").exists()
-    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
-    full, cut = (load_checkpoint(tmp_path / r / "step_000006.pt") for r in ("full", "cut"))
-    assert_same_state(full["state"], cut["state"])
+    full, cut = full_and_resumed(config, tmp_path)
+    assert_same_state(full, cut)
     assert (tmp_path / "full" / "metrics.csv").read_text() == (tmp_path / "cut" / "metrics.csv").read_text()
 
 

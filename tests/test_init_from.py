@@ -6,7 +6,7 @@ import torch
 
 from learn2synth.errors import InputError
 from learn2synth.train import setup, train
-from test_train import params_of, tiny
+from test_train import full_and_resumed, params_of, tiny
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +38,8 @@ def test_a_different_network_is_refused_in_one_line(source, change, named):
 
 def test_resume_with_init_from_is_exact_and_does_not_reload_it(source, tmp_path):
     config = tiny("learn2synth", "steps=6", f"init_from={source}")
-    train(config, tmp_path / "full", progress=False, tensorboard=False)
-    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
-    config.init_from = str(tmp_path / "gone")  # resume must not read it
-    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
-    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    # resume must not read init_from
+    full, cut = full_and_resumed(config, tmp_path, between=lambda: setattr(config, "init_from", str(tmp_path / "gone")))
     for part in ("params", "augmenter"):
         for key, value in full[part].items():
             assert torch.equal(value, cut[part][key]), (part, key)

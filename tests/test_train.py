@@ -27,11 +27,14 @@ def params_of(folder):
     return ckpt["state"]
 
 
-def full_and_resumed(config, root, stop_at: int = 3):
-    """Train ``config`` uninterrupted into root/full and, into root/cut, stopped after ``stop_at`` steps then
-    resumed; returns the newest checkpoint states (full, cut)."""
+def full_and_resumed(config, root, stop_at: int = 3, between=None):
+    """Train ``config`` uninterrupted into root/full and, into root/cut, stopped after ``stop_at`` steps (checked:
+    no final checkpoint yet), ``between()`` called, then resumed; returns the newest checkpoint states (full, cut)."""
     train(config, root / "full", progress=False, tensorboard=False)
     train(config, root / "cut", progress=False, tensorboard=False, stop_at=stop_at)
+    assert not (root / "cut" / f"step_{config.steps:06d}.pt").exists()
+    if between is not None:
+        between()
     train(config, root / "cut", resume=True, progress=False, tensorboard=False)
     return params_of(root / "full"), params_of(root / "cut")
 
@@ -70,11 +73,7 @@ EXTRA = {"_meta_every_2": ["meta.meta_every=2", "meta.debias=true"],
 def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, name):
     suffix = next((s for s in EXTRA if name.endswith(s)), "")
     config = tiny(name.removesuffix(suffix) if suffix else name, "steps=6", "finetune_from=0.5", *EXTRA.get(suffix, []))
-    train(config, tmp_path / "full", progress=False, tensorboard=False)
-    train(config, tmp_path / "cut", progress=False, tensorboard=False, stop_at=3)
-    assert not (tmp_path / "cut" / "step_000006.pt").exists()
-    train(config, tmp_path / "cut", resume=True, progress=False, tensorboard=False)
-    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    full, cut = full_and_resumed(config, tmp_path)
     for part in full:
         a, b = full[part], cut[part]
         for key in a if isinstance(a, dict) else []:
