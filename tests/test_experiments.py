@@ -96,7 +96,7 @@ def test_gan_experiment_quick_runs_on_exp_brains_data_preparation(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "brain" / "synthseg_label_maps").is_dir(),
                     reason="../shared/data (OASIS, SynthSeg label maps) not present")
-def test_adapt_experiment_skull_on_uses_the_raw_slice_and_its_labels(tmp_path):
+def test_adapt_experiment_skull_on_uses_the_raw_slice_and_its_labels(tmp_path, capsys):
     """The skull-on domain is each subject's raw slice_orig with slice_seg4, which is coronal slice 109 of the
     aligned labels (checked against the volume); K must be 1; a quick run reports it."""
     import nibabel as nib
@@ -114,5 +114,7 @@ def test_adapt_experiment_skull_on_uses_the_raw_slice_and_its_labels(tmp_path):
                            "data.val_fraction=0", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     text = out.read_text()
     assert "`slice_orig`" in text and "| seed=0 | start | OAS1_0002 |" in text and "| seed=0 | synthseg |" in text
-    with pytest.raises(SystemExit, match="--k 1"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad:  # a usage error: one line, exit code 2, the report left as it was
         exp_adapt.main(["--data", str(DATA), "--contrast", "skull-on", "--k", "5", "--out", str(out)])
+    assert bad.value.code == 2 and "use --k 1" in capsys.readouterr().err and out.read_text() == text

@@ -156,13 +156,13 @@ def main(argv=None) -> int:
                              "run for a seed are left out of that seed)")
     args = parser.parse_args(argv)
     if args.train_subject == args.test_subject:
-        raise SystemExit("--train-subject and --test-subject must differ (never one subject on both sides)")
+        parser.error("--train-subject and --test-subject must differ (never one subject on both sides)")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     if args.contrast == SKULL_ON and args.k not in ("1", "all"):
-        raise SystemExit(f"--contrast {SKULL_ON} has one labeled slice per subject: use --k 1")
+        parser.error(f"--contrast {SKULL_ON} has one labeled slice per subject: use --k 1")
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     if args.quick:
         args.test_every = max(args.test_every, 20)
