@@ -114,6 +114,7 @@ def test_adapt_experiment_skull_on_uses_the_raw_slice_and_its_labels(tmp_path, c
                            "data.val_fraction=0", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     text = out.read_text()
     assert "`slice_orig`" in text and "| seed=0 | start | OAS1_0002 |" in text and "| seed=0 | synthseg |" in text
+    assert "skull-stripped (`slice_norm`): volume Dice 0." in text  # what the skull costs, before adaptation
     capsys.readouterr()
     with pytest.raises(SystemExit) as bad:  # a usage error: one line, exit code 2, the report left as it was
         exp_adapt.main(["--data", str(DATA), "--contrast", "skull-on", "--k", "5", "--out", str(out)])

@@ -195,7 +195,8 @@ def main(argv=None) -> int:
                 pick = next(r for r in results if r.method == best and r.tag == tag)
                 results.append(common.Result("l2s-best", tag, pick.seconds, pick.per_case, pick.per_volume,
                                              pick.predictions, {"chosen": L2S.index(best)}))
-        write_report(args, argv, results, test, n_real, model, time.perf_counter() - t0)
+        notes = [stripped_reference(args, model, work)] if args.contrast == SKULL_ON else []
+        write_report(args, argv, results, test, n_real, model, time.perf_counter() - t0, notes)
     return 0
 
 
@@ -232,7 +233,21 @@ def priors_report(results: list, work: Path | None, out: Path) -> str:
     return "\n".join(lines)
 
 
-def write_report(args, argv, results, test, n_real, model, seconds) -> None:
+def stripped_reference(args, model: Path, work: Path) -> str:
+    """A report line: the start model on the test subject's same slice skull-stripped (``slice_norm``), what the
+    skull costs before any adaptation."""
+    import nibabel as nib
+
+    folder = Path(args.data) / "brain" / "oasis" / SUBJECTS[args.test_subject]
+    image = np.asarray(nib.load(folder / "slice_norm.nii.gz").dataobj, dtype=np.float32)[:, :, 0]
+    _, seg = domain(Path(args.data), args.test_subject, SKULL_ON)
+    test = common.TestSet("stripped", [image], [seg[:, :, 0]], ["slice_norm"], (1.0, 1.0), volumes=["stripped"])
+    result, = common.run_methods(["start"], None, [test], work, len(CLASSES) + 1, fixed={"start": model})
+    return (f"- Reference: the start model on the same slice of OAS1_{args.test_subject} skull-stripped "
+            f"(`slice_norm`): volume Dice {result.per_volume['stripped'][0]['dice']:.3f}.")
+
+
+def write_report(args, argv, results, test, n_real, model, seconds, notes=()) -> None:
     out = Path(args.out or common.REPO / "benchmarks" / "results" / f"adapt_{args.contrast}.md")
     recipe = ("the raw scan with the skull, `slice_orig`: one slice per subject, coronal slice 109"
               if args.contrast == SKULL_ON else "recipe in `benchmarks/experiments/contrasts.py`")
@@ -243,7 +258,7 @@ def write_report(args, argv, results, test, n_real, model, seconds) -> None:
               f"- Target domain: `{args.contrast}` ({recipe}). Training: "
               f"{n_real} labeled coronal slices of OAS1_{args.train_subject}; test: every {args.test_every}-th brain "
               f"slice of OAS1_{args.test_subject}.",
-              f"- {common.environment()}; {seconds / 60:.1f} min in all.", "",
+              *notes, f"- {common.environment()}; {seconds / 60:.1f} min in all.", "",
               "## Volume Dice over seeds (headline)", "", common.summary_table(results, test.name), "",
               "## Per seed: volume Dice per class", "", common.volume_table(results, test.name, CLASSES), "",
               "## Per seed: per-slice Dice, Wilcoxon over slices against synthseg (continued)", "",
