@@ -8,6 +8,15 @@ Export (a weights-only checkpoint inside the package, the training curve and the
 
     .venv/bin/python benchmarks/brain_model.py export runs/brain_synthseg [--hours 2.1]
 
+``segment`` averages three such models, one per view (coronal, axial, sagittal slices of the label maps'
+LIA space). The axial and sagittal ones start from the coronal model's weights and train on their own slices
+(``VIEWS`` holds the settings that differ; ``--view`` picks them)::
+
+    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume \
+        --set data.slice_axis=1 --set "data.shape=[160,224]" --set init_from=src/learn2synth/models/brain_tissue.pt \
+        --set optim.lr=3e-4 --set "optim.milestones=[10000,16000]" --set steps=20000
+    .venv/bin/python benchmarks/brain_model.py export runs/brain_axial --view axial --hours 0.9
+
 The exported file holds the config, the step count, the segmenter's weights and the label values per class, but
 no optimizer or RNG state (those live in the run folder, which training resumes from); ``segment`` and
 ``predict`` load it like any checkpoint. ``--hours`` records the wall time the training took (summed over its
@@ -22,9 +31,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "src" / "learn2synth" / "models"
+#: per view: the slice axis of the LIA label maps, the training shape (a whole OASIS slice), the file written
+VIEWS = {"coronal": (2, [160, 192], "brain_tissue"), "axial": (1, [160, 224], "brain_tissue_axial"),
+         "sagittal": (0, [192, 224], "brain_tissue_sagittal")}
 
 
-def export(run: Path, hours: float | None, config_yaml: Path) -> Path:
+def export(run: Path, hours: float | None, config_yaml: Path, view: str = "coronal") -> Path:
     import torch
 
     from learn2synth.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -35,15 +47,21 @@ def export(run: Path, hours: float | None, config_yaml: Path) -> Path:
     if path is None:
         raise SystemExit(f"{run}: no checkpoint")
     ckpt = load_checkpoint(path)
-    config = to_dict(load_train_config(config_yaml))  # the shipped config: inference settings as they are now
+    axis, shape, name = VIEWS[view]
+    # the shipped config (inference settings as they are now) on the view's slices
+    config = to_dict(load_train_config(config_yaml, [f"data.slice_axis={axis}", f"data.shape={shape}"]))
+    if ckpt["config"]["data"]["slice_axis"] != axis:
+        raise SystemExit(f"{path} was trained on slices along axis {ckpt['config']['data']['slice_axis']}, "
+                         f"not the {view} view's axis {axis}")
     if config["net"] != ckpt["config"]["net"] or config["data"]["n_classes"] != ckpt["config"]["data"]["n_classes"]:
         raise SystemExit(f"{config_yaml} describes another network than {path}")
-    params = {k: v.to(torch.float32).contiguous() for k, v in ckpt["state"]["params"].items()}
+    # float16 on disk (half the size, so that three views fit the package's 10 MB); loading casts back
+    params = {k: v.to(torch.float16).contiguous() for k, v in ckpt["state"]["params"].items()}
     extra = {"label_values": list(range(config["data"]["n_classes"])), "sliding_window": True,
              "trained_steps": int(ckpt["step"]), "training_hours": hours, "source": path.name}
-    out = save_checkpoint(MODELS / "brain_tissue.pt", config=config, step=ckpt["step"], state={"params": params},
+    out = save_checkpoint(MODELS / f"{name}.pt", config=config, step=ckpt["step"], state={"params": params},
                           rng={}, extra=extra)
-    curve(run / "metrics.csv", MODELS / "brain_tissue_curve.png")
+    curve(run / "metrics.csv", MODELS / f"{name}_curve.png")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, step {ckpt['step']}) and the training curve")
     return out
 
@@ -78,8 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("run", type=Path)
     p.add_argument("--hours", type=float, help="training wall time, summed over sittings")
     p.add_argument("--config", type=Path, default=REPO / "configs" / "brain_synthseg.yaml")
+    p.add_argument("--view", choices=list(VIEWS), default="coronal", help="which view the run trained")
     args = parser.parse_args(argv)
-    export(args.run, args.hours, args.config)
+    export(args.run, args.hours, args.config, args.view)
     return 0
 
 

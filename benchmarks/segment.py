@@ -42,7 +42,7 @@ def segment_one(model, scan: Path, out: Path, threads: int, mirror: bool = True)
     start = time.perf_counter()
     argv = ["segment", str(scan), "--out", str(out), "--threads", str(threads), "--quiet",
             *([] if mirror else ["--no-mirror"])]
-    code = main(argv + (["--model", str(model)] if model else []))
+    code = main(argv + [arg for m in model or [] for arg in ("--model", str(m))])
     seconds = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"segment failed on {scan}")
@@ -139,21 +139,25 @@ def figure(shown: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def model_description(model) -> str:
+def model_description(models) -> str:
     from learn2synth.checkpoint import latest_checkpoint, load_checkpoint
-    from learn2synth.segment import shipped_model_path
+    from learn2synth.segment import shipped_model_paths
 
-    path = Path(model) if model else shipped_model_path()
-    path = latest_checkpoint(path) if path.is_dir() else path
-    ckpt = load_checkpoint(path)
-    name = "the shipped model" if not model else f"`{path.name}`"
-    return f"Model: {name}, {ckpt['config']['method']}, {ckpt['step']} training steps."
+    parts = []
+    for path in [Path(m) for m in models] if models else shipped_model_paths():
+        path = latest_checkpoint(path) if path.is_dir() else path
+        ckpt = load_checkpoint(path)
+        parts.append(f"`{path.name}` ({ckpt['config']['method']}, slice axis {ckpt['config']['data']['slice_axis']}, "
+                     f"{ckpt['step']} training steps)")
+    name = "the shipped models" if not models else "models"
+    return f"Model: {name} " + ", ".join(parts) + (", probabilities averaged." if len(parts) > 1 else ".")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
-    parser.add_argument("--model", help="checkpoint or run folder (default: the shipped model)")
+    parser.add_argument("--model", action="append",
+                        help="checkpoint or run folder, repeatable (default: the shipped models, one per view)")
     parser.add_argument("--contrasts", default="t1,t2,flair,pd")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one subject, T1 only")

@@ -12,7 +12,7 @@ from PIL import Image
 from learn2synth.checkpoint import load_checkpoint, save_checkpoint
 from learn2synth.cli import main
 from learn2synth.errors import InputError
-from learn2synth.inference import load_model, predict_array, predict_volume
+from learn2synth.inference import Ensemble, load_model, load_models, mirror_average, predict_array, predict_volume
 from learn2synth.io import load_label_mapping, read_image
 from learn2synth.train import train
 from learn2synth.train_config import load_train_config
@@ -23,11 +23,11 @@ N_CLASSES = 4
 AFFINE = np.array([[0.0, -1.2, 0.0, 10.0], [0.8, 0.0, 0.0, -5.0], [0.0, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
 
 
-def tiny_model(folder: Path, shape) -> Path:
+def tiny_model(folder: Path, shape, *more: str) -> Path:
     """A 2-step synthseg model on phantoms (untrained, but a real checkpoint of learn2synth.train)."""
     sets = ["method=synthseg", "steps=2", "net.channels=[4,8]", "threads=1", "data.phantom_count=2", "data.real=null",
             "batch_size=1", "checkpoint_every=2", f"data.n_classes={N_CLASSES}", f"data.spatial_dims={len(shape)}",
-            f"data.shape=[{','.join(map(str, shape))}]"]
+            f"data.shape=[{','.join(map(str, shape))}]", *more]
     train(load_train_config(None, sets), folder, progress=False, tensorboard=False)
     return folder / "step_000002.pt"
 
@@ -275,3 +275,51 @@ def test_only_the_zeros_connected_to_the_border_are_outside_the_support():
     _background_outside_support(probs, array)
     assert probs[0, 0, 0, 0] == 1.0 and probs[1, 0, 0, 0] == 0.0
     assert probs[0, 3, 3, 3] == 0.5 and probs[0, 2, 2, 2] == 0.5
+
+
+def test_an_ensemble_averages_its_members_each_slicing_along_its_own_axis(tmp_path, capsys, models):
+    """Two 2D models of different slice axes (views): the ensemble's probabilities are the mean of the two,
+    the second one's are those of its own slices (axis 0) given alone; predict --model A --model B writes them."""
+    other = tiny_model(tmp_path / "axis0", (16, 16), "data.slice_axis=0", "seed=5")
+    both = load_models([models[2], other], "cpu")
+    assert isinstance(both, Ensemble) and both.n_classes == N_CLASSES and both.slice_axis == 2
+    first, second = load_model(models[2], "cpu"), load_model(other, "cpu")
+    assert second.slice_axis == 0
+    volume = np.random.default_rng(3).random((6, 20, 24)).astype(np.float32)
+    by_hand = (predict_array(first, volume) + predict_array(second, volume)) / 2
+    np.testing.assert_allclose(predict_array(both, volume), by_hand, atol=1e-6)
+    np.testing.assert_allclose(predict_array(second, volume)[:, 4], predict_array(second, volume[4]), atol=1e-5)
+    assert np.abs(predict_array(first, volume) - predict_array(second, volume)).max() > 1e-3  # they differ
+    image = save_nifti(tmp_path / "scan.nii.gz", volume)
+    code, out, err = predict(capsys, "--model", models[2], "--model", other, "--in", image, "--out",
+                             tmp_path / "seg", "--posteriors")
+    assert code == 0, err
+    written = nib.load(tmp_path / "seg" / "scan_posteriors.nii.gz").get_fdata()
+    np.testing.assert_allclose(np.moveaxis(written, -1, 0), by_hand, atol=1e-5)
+
+
+def test_models_that_segment_differently_cannot_be_averaged(tmp_path, capsys, models):
+    five = tiny_model(tmp_path / "five", (16, 16), "data.n_classes=5")
+    with pytest.raises(InputError, match="n_classes 5 against 4") as e:
+        load_models([models[2], five], "cpu")
+    assert str(e.value.path) == str(five)
+    code, out, err = predict(capsys, "--model", models[2], "--model", five, "--in", tmp_path, "--out",
+                             tmp_path / "seg")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(five) in err and not (tmp_path / "seg").exists()
+
+
+def test_mirroring_averages_the_flipped_pass_except_for_slices_along_the_left_right_axis(tmp_path, models):
+    """LIA: axis 0 runs left-right. A model slicing along axis 2 averages its pass with the flipped volume's
+    (flipped back); one slicing along axis 0 (sagittal) gives the same as a single pass, as flipping only
+    reorders its slices (checked against running it on the flipped volume)."""
+    coronal = replace(load_model(models[2], "cpu"), orientation="LIA")
+    sagittal = replace(load_model(tiny_model(tmp_path / "sag", (16, 16), "data.slice_axis=0"), "cpu"),
+                       orientation="LIA")
+    volume = np.random.default_rng(4).random((6, 20, 24)).astype(np.float32)
+    flipped = np.flip(volume, 0).copy()
+    by_hand = (predict_array(coronal, volume) + np.flip(predict_array(coronal, flipped), 1)) / 2
+    np.testing.assert_allclose(mirror_average(coronal, volume, 4), by_hand, atol=1e-6)
+    assert np.abs(by_hand - predict_array(coronal, volume)).max() > 1e-4  # the mirrored pass did change it
+    once = predict_array(sagittal, volume)
+    np.testing.assert_allclose(np.flip(predict_array(sagittal, flipped), 1), once, atol=1e-6)
+    np.testing.assert_allclose(mirror_average(sagittal, volume, 4), once, atol=1e-6)

@@ -153,9 +153,11 @@ def test_repeated_file_names_mirror_the_input_tree_and_true_collisions_are_refus
 
 def test_the_shipped_model_segments_a_scan_without_model_argument(tmp_path, capsys):
     """No --model: the model inside the package; a small 2 mm RAS scan comes back in its own grid."""
-    from learn2synth.segment import shipped_model_path
+    from learn2synth.inference import load_model
+    from learn2synth.segment import shipped_model_paths
 
-    assert shipped_model_path().stat().st_size < 10e6  # the package carries at most 10 MB of weights
+    assert sum(path.stat().st_size for path in shipped_model_paths()) < 10e6  # at most 10 MB of weights
+    assert [load_model(path, "cpu").slice_axis for path in shipped_model_paths()] == [2, 1, 0]  # three views
     rng = np.random.default_rng(1)
     scan = np.zeros((40, 48, 36), np.float32)
     scan[8:32, 10:38, 8:28] = 0.4 + 0.1 * rng.random((24, 28, 20))

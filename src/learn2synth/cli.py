@@ -123,7 +123,9 @@ def _predict_parser(sub) -> None:
                                    "output has the input's name, format and geometry, and holds the training label "
                                    "values. Existing files are never overwritten; bad files are listed at the end "
                                    "(exit code 2) while the others are still segmented.")
-    p.add_argument("--model", required=True, help="checkpoint (step_*.pt) or run folder (its newest checkpoint)")
+    p.add_argument("--model", required=True, action="append",
+                   help="checkpoint (step_*.pt) or run folder (its newest checkpoint); repeat it to average the "
+                        "probabilities of several models (e.g. 2D models of different slice axes)")
     p.add_argument("--in", dest="input", required=True, metavar="PATH", help="image file, folder or glob")
     p.add_argument("--out", required=True, help="output folder (created if needed)")
     p.add_argument("--posteriors", action="store_true",
@@ -162,7 +164,9 @@ def _segment_parser(sub) -> None:
                    help="output label map (when INPUT is a file and this has an image extension) or folder")
     p.add_argument("--vol", help="also write a CSV of the volume (mm^3) of each tissue class in each scan")
     p.add_argument("--posteriors", action="store_true", help="also write class probabilities, <name>_posteriors")
-    p.add_argument("--model", help="checkpoint or run folder (default: the shipped brain tissue model)")
+    p.add_argument("--model", action="append",
+                   help="checkpoint or run folder; repeat it to average several models' probabilities (default: the "
+                        "shipped brain tissue models, one per view)")
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="segment each scan once; by default it is also segmented mirrored left-right and the two "
                         "are averaged (more accurate, twice the time)")

@@ -77,6 +77,43 @@ class Model:
         return self.values[classes]
 
 
+@dataclass
+class Ensemble:
+    """Models whose class probabilities are averaged, e.g. one 2D model per slice axis (coronal, axial and
+    sagittal views of the same brain, aggregated as FastSurfer does) or several checkpoints of one run.
+
+    The members must segment the same classes into the same label values, in the same training space
+    (orientation, voxel size) and the same dimensionality; everything but the networks (``n_classes``,
+    ``values``, ``orientation``, ...) is read from the first. Each 2D member slices along its own axis.
+    """
+
+    members: list[Model]
+
+    def __post_init__(self):
+        first = self.members[0]
+        for other in self.members[1:]:
+            for name in ("n_classes", "spatial_dims", "orientation", "voxel_size", "colour"):
+                if getattr(other, name) != getattr(first, name):
+                    raise InputError(other.path, f"cannot be averaged with {first.path}: {name} "
+                                                 f"{getattr(other, name)!r} against {getattr(first, name)!r}")
+            if not np.array_equal(*(m.values if m.values is not None else np.arange(m.n_classes)
+                                    for m in (first, other))):
+                raise InputError(other.path, f"writes other label values than {first.path}; cannot average them")
+
+    def __getattr__(self, name):  # the shared description (n_classes, values, path, class_values, ...)
+        if name == "members":
+            raise AttributeError(name)
+        return getattr(self.members[0], name)
+
+
+def load_models(paths, device: str | torch.device = "auto",
+                label_mapping: str | os.PathLike | None = None) -> Model | Ensemble:
+    """:func:`load_model` for one path; an :class:`Ensemble` of every path's model for several."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    models = [load_model(path, device, label_mapping) for path in paths]
+    return models[0] if len(models) == 1 else Ensemble(models)
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto",
                label_mapping: str | os.PathLike | None = None) -> Model:
     """Load a checkpoint (a ``step_*.pt`` file, or a run folder: its newest checkpoint) for inference.
@@ -167,12 +204,14 @@ def _mapping(checkpoint: Path, source, n_classes: int) -> LabelMapping | None:
 
 
 @torch.inference_mode()
-def predict_array(model: Model, image: np.ndarray, batch_size: int = 8, slice_axis: int | None = None) -> np.ndarray:
+def predict_array(model: Model | Ensemble, image: np.ndarray, batch_size: int = 8,
+                  slice_axis: int | None = None) -> np.ndarray:
     """Class probabilities ``(n_classes, *image.shape)`` (float32) of a checked 2D or 3D image.
 
     Parameters
     ----------
-    model : Model
+    model : Model or Ensemble
+        An ensemble averages its members' probabilities.
     image : np.ndarray
         2D image, or 3D volume (a 2D model segments it slice by slice along ``slice_axis``).
     batch_size : int
@@ -182,6 +221,8 @@ def predict_array(model: Model, image: np.ndarray, batch_size: int = 8, slice_ax
     """
     from .synth.normalize import normalize
 
+    if isinstance(model, Ensemble):
+        return sum(predict_array(m, image, batch_size, slice_axis) for m in model.members) / len(model.members)
     image = np.asarray(image, dtype=np.float32)
     if model.spatial_dims == 3:
         from monai.inferers import sliding_window_inference
@@ -286,12 +327,21 @@ def _predict_in_model_space(model: Model, array: np.ndarray, affine: np.ndarray,
     from .geometry import from_model_space, to_model_space
 
     moved, placement = to_model_space(array, affine, model.orientation, model.voxel_size)
-    probs = predict_array(model, moved, batch_size)
-    axis = model.left_right_axis if mirror else None
-    if axis is not None:
-        mirrored = predict_array(model, np.flip(moved, axis).copy(), batch_size)
-        probs = (probs + np.flip(mirrored, axis + 1)) / 2
+    members = model.members if isinstance(model, Ensemble) else [model]
+    probs = sum(mirror_average(m, moved, batch_size, mirror) for m in members) / len(members)
     return from_model_space(probs, placement)
+
+
+def mirror_average(model: Model, array: np.ndarray, batch_size: int, mirror: bool = True) -> np.ndarray:
+    """Probabilities of ``model`` on ``array`` (in its training space); with ``mirror``, averaged with those of
+    the array mirrored left-right. A 2D model that slices along the left-right axis (a sagittal model) is run
+    once: mirroring only reorders its slices, so the average would equal the single pass."""
+    probs = predict_array(model, array, batch_size)
+    axis = model.left_right_axis if mirror else None
+    if axis is None or (model.spatial_dims == 2 and model.slice_axis == axis):
+        return probs
+    mirrored = predict_array(model, np.flip(array, axis).copy(), batch_size)
+    return (probs + np.flip(mirrored, axis + 1)) / 2
 
 
 def _background_outside_support(probs: np.ndarray, array: np.ndarray) -> None:
@@ -480,7 +530,7 @@ def run_predict(args) -> int:
     set_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device", "cuda was asked for but no CUDA device is available")
-    model = load_model(args.model, args.device, args.label_mapping)
+    model = load_models(args.model, args.device, args.label_mapping)
     if args.mirror and model.left_right_axis is None:
         raise ConfigError("--mirror", f"the model {model.path.name} records no training orientation, so its "
                                       "left-right axis is unknown")

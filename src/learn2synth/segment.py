@@ -23,16 +23,23 @@ import numpy as np
 
 from .errors import ConfigError, InputError
 
-#: The model ``segment`` uses when no ``--model`` is given.
+#: The models ``segment`` averages when no ``--model`` is given: one 2D model per view (coronal, axial,
+#: sagittal slices of the same training space). The coronal one is also where ``adapt`` starts.
 SHIPPED_MODEL = "brain_tissue.pt"
+SHIPPED_VIEWS = (SHIPPED_MODEL, "brain_tissue_axial.pt", "brain_tissue_sagittal.pt")
 
 
-def shipped_model_path() -> Path:
-    """Where the package keeps the shipped brain tissue model."""
-    path = Path(str(resources.files("learn2synth") / "models" / SHIPPED_MODEL))
+def shipped_model_path(name: str | None = None) -> Path:
+    """Where the package keeps a shipped brain tissue model (the coronal one by default)."""
+    path = Path(str(resources.files("learn2synth") / "models" / (name or SHIPPED_MODEL)))
     if not path.is_file():
         raise InputError(path, "the shipped brain model is missing from this installation; pass --model")
     return path
+
+
+def shipped_model_paths() -> list[Path]:
+    """The shipped models of every view, averaged by ``segment``."""
+    return [shipped_model_path(name) for name in SHIPPED_VIEWS]
 
 
 def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: bool = False) -> list[Path]:
@@ -98,7 +105,7 @@ def run_segment(args) -> int:
 
     from tqdm import tqdm
 
-    from .inference import load_model, output_paths, predict_volume, set_threads
+    from .inference import load_models, output_paths, predict_volume, set_threads
     from .io import list_files, read_image, supported_extension, write_image
 
     set_threads(args.threads)
@@ -116,7 +123,7 @@ def run_segment(args) -> int:
         raise InputError(vol_path, "already exists; refusing to overwrite it")
     if len(inputs) == 1:
         _check_3d(inputs[0], _scan_shape(inputs[0]), args.model)
-    model = load_model(args.model or shipped_model_path(), args.device)
+    model = load_models(args.model or shipped_model_paths(), args.device)
     if model.spatial_dims == 2 and model.orientation is None:
         print("learn2synth segment: warning: the model records no training orientation; scans are sliced as "
               "stored and not mirrored", file=sys.stderr)
@@ -151,13 +158,13 @@ def run_segment(args) -> int:
     return 2 if failures else 0
 
 
-def _check_3d(path: Path, shape: tuple | None, model: str | None) -> None:
+def _check_3d(path: Path, shape: tuple | None, models: list | None) -> None:
     """Refuse a 2D image (or a single slice) with the ``predict`` command that segments it."""
     if shape is None or (len(shape) >= 3 and min(shape[:3]) >= 2):
         return
-    model_arg = model or shipped_model_path()
+    model_args = " ".join(f"--model {m}" for m in (models or [shipped_model_path()]))
     raise InputError(path, f"is not a 3D scan (shape {tuple(shape)}); segment takes 3D volumes. For 2D images "
-                           f"or single slices: learn2synth predict --model {model_arg} --in {path} --out DIR")
+                           f"or single slices: learn2synth predict {model_args} --in {path} --out DIR")
 
 
 def _scan_shape(path: Path) -> tuple | None:
