@@ -222,7 +222,7 @@ def predict_array(model: Model | Ensemble, image: np.ndarray, batch_size: int = 
     from .synth.normalize import normalize
 
     if isinstance(model, Ensemble):
-        return sum(predict_array(m, image, batch_size, slice_axis) for m in model.members) / len(model.members)
+        return _mean(predict_array(m, image, batch_size, slice_axis) for m in model.members)
     image = np.asarray(image, dtype=np.float32)
     if model.spatial_dims == 3:
         from monai.inferers import sliding_window_inference
@@ -328,8 +328,17 @@ def _predict_in_model_space(model: Model, array: np.ndarray, affine: np.ndarray,
 
     moved, placement = to_model_space(array, affine, model.orientation, model.voxel_size)
     members = model.members if isinstance(model, Ensemble) else [model]
-    probs = sum(mirror_average(m, moved, batch_size, mirror) for m in members) / len(members)
-    return from_model_space(probs, placement)
+    return from_model_space(_mean(mirror_average(m, moved, batch_size, mirror) for m in members), placement)
+
+
+def _mean(arrays) -> np.ndarray:
+    """Mean of probability maps, accumulated in place (each map of a brain volume is some 140 MB)."""
+    total, count = None, 0
+    for array in arrays:
+        total = array if total is None else np.add(total, array, out=total)
+        count += 1
+    total *= 1 / count
+    return total
 
 
 def mirror_average(model: Model, array: np.ndarray, batch_size: int, mirror: bool = True) -> np.ndarray:
@@ -341,7 +350,7 @@ def mirror_average(model: Model, array: np.ndarray, batch_size: int, mirror: boo
     if axis is None or (model.spatial_dims == 2 and model.slice_axis == axis):
         return probs
     mirrored = predict_array(model, np.flip(array, axis).copy(), batch_size)
-    return (probs + np.flip(mirrored, axis + 1)) / 2
+    return _mean([probs, np.flip(mirrored, axis + 1)])
 
 
 def _background_outside_support(probs: np.ndarray, array: np.ndarray) -> None:
