@@ -12,10 +12,12 @@ Export (a weights-only checkpoint inside the package, the training curve and the
 LIA space). The axial and sagittal ones start from the coronal model's weights and train on their own slices
 (``VIEWS`` holds the settings that differ; ``--view`` picks them)::
 
-    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume \
-        --set data.slice_axis=1 --set "data.shape=[160,224]" --set init_from=src/learn2synth/models/brain_tissue.pt \
+    V="--set data.slice_axis=1 --set data.shape=[160,224] --set init_from=src/learn2synth/models/brain_tissue.pt"
+    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume $V \
         --set optim.lr=3e-4 --set "optim.milestones=[10000,16000]" --set steps=20000
-    .venv/bin/python benchmarks/brain_model.py export runs/brain_axial --view axial --hours 0.9
+    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume $V \
+        --set optim.lr=1e-4 --set "optim.milestones=[32000]" --set steps=40000   # a warm restart
+    .venv/bin/python benchmarks/brain_model.py export runs/brain_axial --view axial --hours 1.8
 
 The exported file holds the config, the step count, the segmenter's weights and the label values per class, but
 no optimizer or RNG state (those live in the run folder, which training resumes from); ``segment`` and
