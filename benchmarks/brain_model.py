@@ -12,10 +12,10 @@ Export (a weights-only checkpoint inside the package, the training curve and the
 LIA space). The axial and sagittal ones start from the coronal model's weights and train on their own slices
 (``VIEWS`` holds the settings that differ; ``--view`` picks them)::
 
-    V="--set data.slice_axis=1 --set data.shape=[160,224] --set init_from=src/learn2synth/models/brain_tissue.pt"
-    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume $V \
+    V=(--set data.slice_axis=1 --set "data.shape=[160,224]" --set init_from=src/learn2synth/models/brain_tissue.pt)
+    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume "${V[@]}" \
         --set optim.lr=3e-4 --set "optim.milestones=[10000,16000]" --set steps=20000
-    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume $V \
+    .venv/bin/learn2synth train --config configs/brain_synthseg.yaml --out runs/brain_axial --resume "${V[@]}" \
         --set optim.lr=1e-4 --set "optim.milestones=[32000]" --set steps=40000   # a warm restart
     .venv/bin/python benchmarks/brain_model.py export runs/brain_axial --view axial --hours 1.8
 
@@ -52,6 +52,8 @@ def export(run: Path, hours: float | None, config_yaml: Path, view: str = "coron
     axis, shape, name = VIEWS[view]
     # the shipped config (inference settings as they are now) on the view's slices
     config = to_dict(load_train_config(config_yaml, [f"data.slice_axis={axis}", f"data.shape={shape}"]))
+    for key in ("optim", "steps", "init_from"):  # how this model was trained (the views' differ from the YAML)
+        config[key] = ckpt["config"][key]
     if ckpt["config"]["data"]["slice_axis"] != axis:
         raise SystemExit(f"{path} was trained on slices along axis {ckpt['config']['data']['slice_axis']}, "
                          f"not the {view} view's axis {axis}")

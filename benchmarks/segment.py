@@ -1,4 +1,4 @@
-"""The shipped brain tissue model on real brains in T1 and in contrasts it never saw: volume Dice and time.
+"""The shipped brain tissue models on real brains in T1 and in contrasts they never saw: volume Dice and time.
 
 For each OASIS subject (neither was used in training: the model saw synthetic images from the 20 SynthSeg label
 maps only) and each contrast (T1 as scanned; T2-, FLAIR- and PD-like made by ``experiments/contrasts.py``, whose
@@ -90,7 +90,7 @@ def meets(row: dict) -> bool:
 
 
 def report(rows: list[dict], args, command: str, model_info: str) -> str:
-    lines = common.report_head("learn2synth segment: the shipped brain tissue model on unseen brains and contrasts",
+    lines = common.report_head("learn2synth segment: the shipped brain tissue models on unseen brains and contrasts",
                                args.quick, command)
     lines += [model_info, "",
               "Volume Dice per class (whole 3D volume against OASIS `aligned_seg4`; FreeSurfer labels, not manual). "

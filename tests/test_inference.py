@@ -282,10 +282,14 @@ def test_an_ensemble_averages_its_members_each_slicing_along_its_own_axis(tmp_pa
     the second one's are those of its own slices (axis 0) given alone; predict --model A --model B writes them."""
     other = tiny_model(tmp_path / "axis0", (16, 16), "data.slice_axis=0", "seed=5")
     both = load_models([models[2], other], "cpu")
-    assert isinstance(both, Ensemble) and both.n_classes == N_CLASSES and both.slice_axis == 2
+    assert isinstance(both, Ensemble) and both.n_classes == N_CLASSES
+    with pytest.raises(AttributeError, match="not shared"):
+        both.slice_axis  # noqa: B018 - each member has its own
     first, second = load_model(models[2], "cpu"), load_model(other, "cpu")
     assert second.slice_axis == 0
     volume = np.random.default_rng(3).random((6, 20, 24)).astype(np.float32)
+    for axis in range(3):  # the border above the minimum: no voxel is outside the support, whatever the seed
+        np.moveaxis(volume, axis, 0)[[0, -1]] = 1.0
     by_hand = (predict_array(first, volume) + predict_array(second, volume)) / 2
     np.testing.assert_allclose(predict_array(both, volume), by_hand, atol=1e-6)
     np.testing.assert_allclose(predict_array(second, volume)[:, 4], predict_array(second, volume[4]), atol=1e-5)
@@ -308,7 +312,8 @@ def test_models_that_segment_differently_cannot_be_averaged(tmp_path, capsys, mo
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(five) in err and not (tmp_path / "seg").exists()
 
 
-def test_mirroring_averages_the_flipped_pass_except_for_slices_along_the_left_right_axis(tmp_path, models):
+def test_mirroring_averages_the_flipped_pass_except_for_slices_along_the_left_right_axis(tmp_path, models,
+                                                                                           monkeypatch):
     """LIA: axis 0 runs left-right. A model slicing along axis 2 averages its pass with the flipped volume's
     (flipped back); one slicing along axis 0 (sagittal) gives the same as a single pass, as flipping only
     reorders its slices (checked against running it on the flipped volume)."""
@@ -322,4 +327,18 @@ def test_mirroring_averages_the_flipped_pass_except_for_slices_along_the_left_ri
     assert np.abs(by_hand - predict_array(coronal, volume)).max() > 1e-4  # the mirrored pass did change it
     once = predict_array(sagittal, volume)
     np.testing.assert_allclose(np.flip(predict_array(sagittal, flipped), 1), once, atol=1e-6)
+    import learn2synth.inference as inference
+
+    calls = []
+    real_predict = inference.predict_array
+    def counted(m, *args, **kwargs):
+        calls.append(m.slice_axis)
+        return real_predict(m, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict_array", counted)
     np.testing.assert_allclose(mirror_average(sagittal, volume, 4), once, atol=1e-6)
+    assert calls == [0]  # one pass: the mirrored one is skipped, not computed and averaged
+    calls.clear()
+    views = Ensemble([sagittal, coronal])  # the order must not matter: each member decides for itself
+    np.testing.assert_allclose(mirror_average(views, volume, 4), (once + by_hand) / 2, atol=1e-6)
+    assert sorted(calls) == [0, 2, 2]

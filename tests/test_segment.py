@@ -172,6 +172,16 @@ def test_the_shipped_model_segments_a_scan_without_model_argument(tmp_path, caps
     assert set(np.unique(labels)) <= {0, 1, 2, 3, 4} and not labels[scan == 0].any()
 
 
+def test_a_missing_shipped_view_is_one_line(tmp_path, capsys, monkeypatch):
+    import learn2synth.segment
+
+    monkeypatch.setattr(learn2synth.segment, "OTHER_VIEWS", ("brain_tissue_axial.pt", "gone.pt"))
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), LIA), tmp_path / "scan.nii.gz")
+    code, out, err = _segment(capsys, tmp_path / "scan.nii.gz", "--out", tmp_path / "seg")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "gone.pt" in err and "missing" in err
+    assert not (tmp_path / "seg").exists()
+
+
 def test_a_single_slice_is_refused_before_the_model_loads_with_the_predict_command(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 1), np.float32), LIA), tmp_path / "slice.nii.gz")
     missing_model = tmp_path / "no_model_here"  # loading it would fail: the scan check must come first

@@ -71,14 +71,14 @@ def _run_train(args) -> int:
 
 def _adapt_parser(sub) -> None:
     p = sub.add_parser("adapt", help="continue training a model with learn2synth on a few real labeled examples",
-                       description="Continue training MODEL (default: the shipped brain tissue model) with method "
+                       description="Continue training MODEL (default: the shipped coronal brain model) with method "
                                    "learn2synth on the real labeled examples of --real: the run starts from the "
                                    "model's weights and its training's synthesis and data settings, learns the "
                                    "synthesis priors from the real examples (500 steps, debiased hypergradient, a "
                                    "quarter of the real subjects held out to check the augmenter), then --config and "
                                    "--set override. --out is an ordinary run folder: use it with predict/segment "
                                    "--model; --resume continues it.")
-    p.add_argument("--model", help="checkpoint or run folder (default: the shipped brain tissue model)")
+    p.add_argument("--model", help="checkpoint or run folder (default: the shipped coronal brain tissue model)")
     p.add_argument("--real", required=True, metavar="DIR_OR_MANIFEST",
                    help="real labeled examples: a folder with images/ and labels/, or a manifest (YAML/CSV)")
     add_run_arguments(p, "YAML overriding the adapt settings", "steps=200")
@@ -138,8 +138,9 @@ def _predict_parser(sub) -> None:
     p.add_argument("--class-indices", action="store_true",
                    help="write class indices 0..n-1 instead of the label values the model was trained for")
     p.add_argument("--mirror", action="store_true",
-                   help="scans only: also segment the scan mirrored left-right and average (twice the time; needs a "
-                        "model trained with data.orientation)")
+                   help="scans only: also segment the scan mirrored left-right and average (twice the passes, none "
+                        "more for a model slicing along the left-right axis; needs a model trained with "
+                        "data.orientation)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)
@@ -153,11 +154,12 @@ def _run_predict(args) -> int:
 
 
 def _segment_parser(sub) -> None:
-    p = sub.add_parser("segment", help="segment brain tissue in any 3D scan (shipped model; any contrast)",
+    p = sub.add_parser("segment", help="segment brain tissue in any 3D scan (shipped models; any contrast)",
                        description="Segment 4 brain tissue classes (1 cortex, 2 subcortical grey matter, 3 white "
                                    "matter, 4 CSF; 0 background, the values of OASIS seg4) in NIfTI/MGZ scans of any "
-                                   "orientation, voxel size and MRI contrast, skull-stripped or not, with the model "
-                                   "shipped in the package (trained on synthetic images only) or --model. Outputs "
+                                   "orientation, voxel size and MRI contrast, skull-stripped or not, with the three "
+                                   "2D models shipped in the package (coronal, axial, sagittal, averaged; trained on "
+                                   "synthetic images only) or --model. Outputs "
                                    "keep each input's grid, affine and header. Like mri_synthseg.")
     p.add_argument("input", help="a 3D scan (NIfTI/MGZ) or a folder of them")
     p.add_argument("--out", required=True,
@@ -169,7 +171,7 @@ def _segment_parser(sub) -> None:
                         "shipped brain tissue models, one per view)")
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="segment each scan once; by default it is also segmented mirrored left-right and the two "
-                        "are averaged (more accurate, twice the time)")
+                        "are averaged (more accurate; with the shipped models five network passes instead of three)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")

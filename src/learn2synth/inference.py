@@ -83,16 +83,21 @@ class Ensemble:
     sagittal views of the same brain, aggregated as FastSurfer does) or several checkpoints of one run.
 
     The members must segment the same classes into the same label values, in the same training space
-    (orientation, voxel size) and the same dimensionality; everything but the networks (``n_classes``,
-    ``values``, ``orientation``, ...) is read from the first. Each 2D member slices along its own axis.
+    (orientation, voxel size) and the same dimensionality; those shared attributes (``SHARED``) are read from
+    the first. What differs per member (network, slice axis, normalization, window) has no ensemble-wide value:
+    asking the ensemble for it is an AttributeError. Each 2D member slices along its own axis.
     """
 
     members: list[Model]
+    SHARED = ("n_classes", "spatial_dims", "orientation", "voxel_size", "colour", "class_names", "values", "path",
+              "device", "left_right_axis", "class_values")
 
     def __post_init__(self):
+        if not self.members:
+            raise InputError(None, "an ensemble needs at least one model")
         first = self.members[0]
         for other in self.members[1:]:
-            for name in ("n_classes", "spatial_dims", "orientation", "voxel_size", "colour"):
+            for name in ("n_classes", "spatial_dims", "orientation", "voxel_size", "colour", "class_names"):
                 if getattr(other, name) != getattr(first, name):
                     raise InputError(other.path, f"cannot be averaged with {first.path}: {name} "
                                                  f"{getattr(other, name)!r} against {getattr(first, name)!r}")
@@ -100,9 +105,9 @@ class Ensemble:
                                     for m in (first, other))):
                 raise InputError(other.path, f"writes other label values than {first.path}; cannot average them")
 
-    def __getattr__(self, name):  # the shared description (n_classes, values, path, class_values, ...)
-        if name == "members":
-            raise AttributeError(name)
+    def __getattr__(self, name):  # only the shared description; per-member settings have no single value
+        if name not in Ensemble.SHARED:
+            raise AttributeError(f"{name!r}: not shared by the members of an Ensemble (ask each of .members)")
         return getattr(self.members[0], name)
 
 
@@ -270,14 +275,15 @@ def _forward_padded(model: Model, x: torch.Tensor) -> torch.Tensor:
     return padded_forward(_softmax(model.net), x, model.stride)
 
 
-def predict_volume(model: Model, volume: Volume, batch_size: int = 8, class_indices: bool = False,
+def predict_volume(model: Model | Ensemble, volume: Volume, batch_size: int = 8, class_indices: bool = False,
                    mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Segment a volume read by :func:`learn2synth.io.read_image`.
 
     With ``mirror``, a scan (NIfTI/MGZ) is also segmented mirrored left-right in the model's space and the two
-    probability maps are averaged (test-time augmentation: twice the time; +0.015 mean volume Dice for the
-    shipped brain model on OASIS 0001 T1, ``benchmarks/results/segment.md``). Needs a model that records its
-    training orientation; other inputs are segmented once.
+    probability maps are averaged (test-time augmentation: twice the passes, except for models slicing
+    along the left-right axis; +0.015 mean volume Dice for the coronal brain model alone on OASIS 0001 T1,
+    +0.004 for the three views averaged, ``benchmarks/results/segment.md``). Needs a model that records its
+    training orientation; other inputs are segmented once. ``model`` may be an :class:`Ensemble`.
 
     Returns
     -------
@@ -327,12 +333,12 @@ def _predict_in_model_space(model: Model, array: np.ndarray, affine: np.ndarray,
     from .geometry import from_model_space, to_model_space
 
     moved, placement = to_model_space(array, affine, model.orientation, model.voxel_size)
-    members = model.members if isinstance(model, Ensemble) else [model]
-    return from_model_space(_mean(mirror_average(m, moved, batch_size, mirror) for m in members), placement)
+    return from_model_space(mirror_average(model, moved, batch_size, mirror), placement)
 
 
 def _mean(arrays) -> np.ndarray:
-    """Mean of probability maps, accumulated in place (each map of a brain volume is some 140 MB)."""
+    """Mean of probability maps, accumulated in place (each map of a brain volume is some 140 MB): the first
+    array is overwritten, so pass only arrays nothing else holds (fresh :func:`predict_array` results)."""
     total, count = None, 0
     for array in arrays:
         total = array if total is None else np.add(total, array, out=total)
@@ -341,10 +347,13 @@ def _mean(arrays) -> np.ndarray:
     return total
 
 
-def mirror_average(model: Model, array: np.ndarray, batch_size: int, mirror: bool = True) -> np.ndarray:
+def mirror_average(model: Model | Ensemble, array: np.ndarray, batch_size: int, mirror: bool = True) -> np.ndarray:
     """Probabilities of ``model`` on ``array`` (in its training space); with ``mirror``, averaged with those of
     the array mirrored left-right. A 2D model that slices along the left-right axis (a sagittal model) is run
-    once: mirroring only reorders its slices, so the average would equal the single pass."""
+    once: mirroring only reorders its slices, so the average would equal the single pass. An ensemble averages
+    this over its members."""
+    if isinstance(model, Ensemble):
+        return _mean(mirror_average(m, array, batch_size, mirror) for m in model.members)
     probs = predict_array(model, array, batch_size)
     axis = model.left_right_axis if mirror else None
     if axis is None or (model.spatial_dims == 2 and model.slice_axis == axis):

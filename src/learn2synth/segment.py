@@ -6,9 +6,10 @@ contrast; it is reoriented and resampled to the model's training space, segmente
 ``--vol`` writes a CSV of the volume (mm^3) of every class in every scan (column ``scan``: the scan's path as
 found from the input argument, unique even where file names repeat).
 
-The shipped model (``learn2synth/models/brain_tissue.pt``) segments 4 tissue classes with the label values of
-OASIS ``seg4``: 0 background, 1 cortex, 2 subcortical grey matter (with cerebellar cortex), 3 white matter (with
-brain stem and ventral DC), 4 CSF (ventricles, vessels, choroid plexus). It was trained by ``configs/
+The shipped models (``learn2synth/models/brain_tissue*.pt``: one 2D model per view, coronal, axial and
+sagittal, whose class probabilities are averaged) segment 4 tissue classes with the label values of OASIS
+``seg4``: 0 background, 1 cortex, 2 subcortical grey matter (with cerebellar cortex), 3 white matter (with brain
+stem and ventral DC), 4 CSF (ventricles, vessels, choroid plexus). They were trained by ``configs/
 brain_synthseg.yaml`` on synthetic images only; see ``learn2synth/models/README.md``.
 """
 
@@ -26,7 +27,7 @@ from .errors import ConfigError, InputError
 #: The models ``segment`` averages when no ``--model`` is given: one 2D model per view (coronal, axial,
 #: sagittal slices of the same training space). The coronal one is also where ``adapt`` starts.
 SHIPPED_MODEL = "brain_tissue.pt"
-SHIPPED_VIEWS = (SHIPPED_MODEL, "brain_tissue_axial.pt", "brain_tissue_sagittal.pt")
+OTHER_VIEWS = ("brain_tissue_axial.pt", "brain_tissue_sagittal.pt")
 
 
 def shipped_model_path(name: str | None = None) -> Path:
@@ -39,7 +40,7 @@ def shipped_model_path(name: str | None = None) -> Path:
 
 def shipped_model_paths() -> list[Path]:
     """The shipped models of every view, averaged by ``segment``."""
-    return [shipped_model_path(name) for name in SHIPPED_VIEWS]
+    return [shipped_model_path(), *(shipped_model_path(name) for name in OTHER_VIEWS)]
 
 
 def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: bool = False) -> list[Path]:
