@@ -89,20 +89,20 @@ class Ensemble:
     """
 
     members: list[Model]
-    SHARED = ("n_classes", "spatial_dims", "orientation", "voxel_size", "colour", "class_names", "values", "path",
-              "device", "left_right_axis", "class_values")
+    MATCHED = ("n_classes", "spatial_dims", "orientation", "voxel_size", "colour", "class_names")  # checked equal
+    SHARED = (*MATCHED, "values", "path", "device", "left_right_axis", "class_values")  # read from the first
 
     def __post_init__(self):
         if not self.members:
             raise InputError(None, "an ensemble needs at least one model")
         first = self.members[0]
         for other in self.members[1:]:
-            for name in ("n_classes", "spatial_dims", "orientation", "voxel_size", "colour", "class_names"):
+            for name in Ensemble.MATCHED:
                 if getattr(other, name) != getattr(first, name):
                     raise InputError(other.path, f"cannot be averaged with {first.path}: {name} "
                                                  f"{getattr(other, name)!r} against {getattr(first, name)!r}")
-            if not np.array_equal(*(m.values if m.values is not None else np.arange(m.n_classes)
-                                    for m in (first, other))):
+            classes = np.arange(first.n_classes)
+            if not np.array_equal(first.class_values(classes), other.class_values(classes)):
                 raise InputError(other.path, f"writes other label values than {first.path}; cannot average them")
 
     def __getattr__(self, name):  # only the shared description; per-member settings have no single value
