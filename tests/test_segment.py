@@ -1,5 +1,6 @@
 """``learn2synth segment``: any orientation and voxel size, outputs in the input's grid, volumes, bad input."""
 
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -205,3 +206,49 @@ def test_a_label_map_given_as_the_scan_is_segmented_with_a_warning(tmp_path, mod
 def _saved(tmp_path):
     nib.save(nib.Nifti1Image(_scan(), LIA), tmp_path / "scan.nii.gz")
     return tmp_path / "scan.nii.gz"
+
+
+def test_the_views_benchmark_scores_every_average_of_the_models(tmp_path, capsys):
+    """benchmarks/segment_views.py on a fake OASIS subject and two tiny LIA models (slice axes 2 and 0): one row
+    per subset and mirroring, and the pair's mirrored row equals Dice computed by hand from predict_volume."""
+    import importlib.util
+
+    from learn2synth.inference import load_model, predict_volume
+    from learn2synth.io import read_image
+
+    seg4 = np.zeros((24, 20, 16), np.int16)
+    seg4[3:21, 3:17, 2:14] = 1
+    seg4[6:18, 6:14, 4:12] = 3
+    seg4[8:12, 8:12, 5:11] = 2
+    seg4[13:16, 8:12, 5:11] = 4
+    (tmp_path / "maps").mkdir()
+    nib.save(nib.Nifti1Image(seg4, LIA), tmp_path / "maps" / "m.nii.gz")
+    models = []
+    for axis in (2, 0):
+        config = load_train_config(None, ["method=synthseg", "steps=2", "net.channels=[4,8]", "threads=1",
+                                          "batch_size=1", "data.shape=[16,16]", "data.n_classes=5",
+                                          "data.real=null", f"data.labels={tmp_path / 'maps'}",
+                                          "data.orientation=LIA", "data.voxel_size=1.0", f"data.slice_axis={axis}",
+                                          f"seed={axis}"])
+        train(config, tmp_path / f"run{axis}", progress=False, tensorboard=False)
+        models.append(tmp_path / f"run{axis}" / "step_000002.pt")
+    subject = tmp_path / "data" / "brain" / "oasis" / "OASIS_OAS1_0001_MR1"
+    subject.mkdir(parents=True)
+    scan = np.where(seg4 > 0, seg4 * 0.2 + 0.1, 0).astype(np.float32)
+    nib.save(nib.Nifti1Image(scan, LIA), subject / "aligned_norm.nii.gz")
+    nib.save(nib.Nifti1Image(seg4, LIA), subject / "aligned_seg4.nii.gz")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "segment_views.py"
+    spec = importlib.util.spec_from_file_location("segment_views", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "views.md"
+    assert bench.main(["--data", str(tmp_path / "data"), "--model", str(models[0]), "--model", str(models[1]),
+                       "--threads", "1", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| coronal") or line.startswith("| sag")]
+    assert len(rows) == 6  # coronal, sagittal, both; each once and mirrored
+    volume = read_image(subject / "aligned_norm.nii.gz")
+    probs = sum(predict_volume(load_model(m, "cpu"), volume, mirror=True)[1] for m in models) / 2
+    pred = probs.argmax(-1)
+    dice = [2 * ((pred == c) & (seg4 == c)).sum() / ((pred == c).sum() + (seg4 == c).sum()) for c in (1, 2, 3, 4)]
+    pair = next(r for r in rows if r.startswith("| coronal + sagittal | yes"))
+    assert f"**{np.mean(dice):.4f}**" in pair
