@@ -312,6 +312,20 @@ def test_models_that_segment_differently_cannot_be_averaged(tmp_path, capsys, mo
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(five) in err and not (tmp_path / "seg").exists()
 
 
+def test_one_checkpoint_given_twice_is_refused_whether_as_file_or_run_folder(tmp_path, capsys, models):
+    from learn2synth.checkpoint import resolve_checkpoint
+
+    as_file = resolve_checkpoint(models[2])
+    for twice in ([models[2], models[2]], [models[2], as_file]):
+        with pytest.raises(InputError, match="same checkpoint") as e:
+            load_models(twice, "cpu")
+        assert str(e.value.path) == str(twice[1])
+    code, out, err = predict(capsys, "--model", models[2], "--model", as_file, "--in", tmp_path, "--out",
+                             tmp_path / "seg")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "same checkpoint" in err
+    assert not (tmp_path / "seg").exists()
+
+
 def test_mirroring_averages_the_flipped_pass_except_for_slices_along_the_left_right_axis(tmp_path, models,
                                                                                            monkeypatch):
     """LIA: axis 0 runs left-right. A model slicing along axis 2 averages its pass with the flipped volume's

@@ -202,9 +202,10 @@ def _evaluate_parser(sub) -> None:
                                    "distance summaries, counted in n_inf). A prediction none of whose labels is a "
                                    "reference label is refused.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pred", help="folder of predicted label maps")
+    src.add_argument("--pred", help="folder of predicted label maps, or one file (then --ref is one file too: "
+                                    "one case, whatever the two names)")
     src.add_argument("--compare", nargs=2, metavar=("DIR_A", "DIR_B"), help="two folders of predictions to compare")
-    p.add_argument("--ref", required=True, help="folder of reference label maps")
+    p.add_argument("--ref", required=True, help="folder of reference label maps, or one file")
     p.add_argument("--labels", help="labels to score, e.g. 1,2,3 (default: every non-zero value in the references)")
     p.add_argument("--mask", metavar="DIR_OR_FILE",
                    help="score only inside a mask (non-zero voxels; e.g. field of view or brain mask): a folder of "

@@ -113,8 +113,18 @@ class Ensemble:
 
 def load_models(paths, device: str | torch.device = "auto",
                 label_mapping: str | os.PathLike | None = None) -> Model | Ensemble:
-    """:func:`load_model` for one path; an :class:`Ensemble` of every path's model for several."""
+    """:func:`load_model` for one path; an :class:`Ensemble` of every path's model for several. A checkpoint given
+    twice (directly or as its run folder) is refused: it would silently weigh one model double."""
+    from .checkpoint import resolve_checkpoint
+
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    seen = {}
+    for path in paths:
+        resolved = Path(resolve_checkpoint(path)).resolve()
+        if resolved in seen:
+            raise InputError(path, f"the same checkpoint as --model {seen[resolved]} ({resolved.name}); give each "
+                                   "model once")
+        seen[resolved] = path
     models = [load_model(path, device, label_mapping) for path in paths]
     return models[0] if len(models) == 1 else Ensemble(models)
 
