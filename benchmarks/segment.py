@@ -3,9 +3,10 @@
 For each OASIS subject (neither was used in training: the model saw synthetic images from the 20 SynthSeg label
 maps only) and each contrast (T1 as scanned; T2-, FLAIR- and PD-like made by ``experiments/contrasts.py``, whose
 docstring is the recipe), the scan is written as NIfTI, segmented by ``learn2synth segment`` (timed: reading,
-segmenting, writing; the load average is reported with it) and scored against ``aligned_seg4`` with Dice per
-class over the whole volume, the papers' protocol. Writes ``benchmarks/results/segment.md`` (table, targets,
-command, a figure ``segment.png``); ``--json`` prints one object per test volume.
+segmenting, writing; the load average is reported with it) and scored against ``aligned_seg4`` with Dice per class
+over the whole volume, the papers' protocol; where the errors are: predicted / reference volume per class and the
+largest confusions (voxels of one reference class given another label). Writes ``benchmarks/results/segment.md``
+(table, targets, command, a figure ``segment.png``); ``--json`` prints one object per test volume.
 
     .venv/bin/python benchmarks/segment.py [--model RUN_OR_CKPT] [--contrasts t1,t2,flair,pd] [--quick] [--json]
 """
@@ -51,6 +52,21 @@ def segment_one(model, scan: Path, out: Path, threads: int, mirror: bool = True)
     return np.asarray(nib.load(out).dataobj), seconds, load
 
 
+NAMES = {0: "background", **CLASSES}
+
+
+def errors(labels: np.ndarray, ref: np.ndarray, top: int = 3) -> dict:
+    """Predicted / reference volume per class, and the ``top`` largest confusions as (reference name, predicted
+    name, voxels), largest first."""
+    n = len(NAMES)
+    counts = np.bincount(ref.astype(np.int64).ravel() * n + labels.astype(np.int64).ravel(), minlength=n * n)
+    matrix = counts[: n * n].reshape(n, n)
+    ratio = {CLASSES[k]: float(matrix[:, k].sum() / matrix[k].sum()) if matrix[k].sum() else float("nan")
+             for k in CLASSES}
+    off = [(int(matrix[r, c]), NAMES[r], NAMES[c]) for r in range(n) for c in range(n) if r != c and matrix[r, c]]
+    return {"volume_ratio": ratio, "confusions": [(r, c, v) for v, r, c in sorted(off, reverse=True)[:top]]}
+
+
 def run(args) -> list[dict]:
     import nibabel as nib
 
@@ -72,7 +88,7 @@ def run(args) -> list[dict]:
                 scores = score_volumes(labels, seg4, list(CLASSES))
                 row = {"subject": subject, "contrast": contrast, "seconds_per_volume": seconds, "load": load,
                        "dice_per_class": {CLASSES[k]: scores[k]["dice"] for k in CLASSES},
-                       "dice_mean": scores["mean"]["dice"]}
+                       "dice_mean": scores["mean"]["dice"], **errors(labels, seg4)}
                 rows.append(row)
                 shown[(subject, contrast)] = (image, labels, seg4)
                 print(f"{subject} {contrast}: Dice mean {row['dice_mean']:.3f} "
@@ -109,7 +125,16 @@ def report(rows: list[dict], args, command: str, model_info: str) -> str:
     lines += ["", f"Targets (issue): T1 mean >= {T1_TARGETS['mean']}, cortex >= {T1_TARGETS[1]}, WM >= "
               f"{T1_TARGETS[3]}, subcortical GM >= {T1_TARGETS[2]}, CSF >= {T1_TARGETS[4]}; other contrasts mean >= "
               f"{OTHER_TARGET}; <= {SECONDS_TARGET:.0f} s per volume. Anchor: SynthSeg (3D, GPU-trained for days) "
-              "reports about 0.85 on T1.", "", f"![slices]({Path(args.out).with_suffix('.png').name})", ""]
+              "reports about 0.85 on T1.", "",
+              "Where the errors are: predicted / reference volume per class (1 = the right amount), and the three "
+              "largest confusions in thousands of voxels (reference -> prediction).", "",
+              "| subject | contrast | " + " | ".join(f"{c} vol. ratio" for c in CLASSES.values())
+              + " | largest confusions (k voxels) |", "|---|---|" + "---|" * (len(CLASSES) + 1)]
+    for r in rows:
+        ratios = " | ".join(f"{r['volume_ratio'][c]:.2f}" for c in CLASSES.values())
+        worst = "; ".join(f"{a} -> {b} {v / 1000:.0f}" for a, b, v in r["confusions"])
+        lines.append(f"| {r['subject'][6:15]} | {r['contrast']} | {ratios} | {worst} |")
+    lines += ["", f"![slices]({Path(args.out).with_suffix('.png').name})", ""]
     return "\n".join(lines)
 
 

@@ -252,3 +252,23 @@ def test_the_views_benchmark_scores_every_average_of_the_models(tmp_path, capsys
     dice = [2 * ((pred == c) & (seg4 == c)).sum() / ((pred == c).sum() + (seg4 == c).sum()) for c in (1, 2, 3, 4)]
     pair = next(r for r in rows if r.startswith("| coronal + sagittal | yes"))
     assert f"**{np.mean(dice):.4f}**" in pair
+
+
+def test_the_segment_benchmark_counts_volumes_and_confusions_hand_worked():
+    """benchmarks/segment.py's error table on a 6-voxel example: reference [0 1 1 3 3 4], prediction
+    [1 1 3 3 3 0]: cortex 2 predicted for 2 (ratio 1.0), WM 3 for 2 (1.5), CSF 0 for 1 (0.0), subcortical GM
+    absent (nan); confusions, one voxel each: background -> cortex, cortex -> WM, CSF -> background."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "segment.py"
+    spec = importlib.util.spec_from_file_location("segment_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    found = bench.errors(np.array([1, 1, 3, 3, 3, 0]), np.array([0, 1, 1, 3, 3, 4]))
+    ratio = found["volume_ratio"]
+    assert ratio["cortex"] == 1.0 and ratio["WM"] == 1.5 and ratio["CSF"] == 0.0
+    assert np.isnan(ratio["subcortical GM"])
+    assert sorted(found["confusions"]) == [("CSF", "background", 1), ("background", "cortex", 1),
+                                           ("cortex", "WM", 1)]
+    two = bench.errors(np.array([1, 1, 0]), np.array([0, 0, 0]), top=1)
+    assert two["confusions"] == [("background", "cortex", 2)]

@@ -18,13 +18,21 @@ def test_boundary_source_marks_recipients_touching_a_source_hand_worked():
     # one row: 0 0 0 3 3 | 5 (5 is neither): only the 0 next to the 3s is a boundary voxel
     labels = torch.tensor([[[[0, 0, 0, 3, 3, 5]]]])
     classes = torch.tensor([[[[0, 0, 0, 2, 2, 1]]]])
-    near = boundary_source(labels, classes, _lut([3]), _lut([0]))
-    assert near.tolist() == [[[[-1, -1, 2, -1, -1, -1]]]]
+    near, weight = boundary_source(labels, classes, _lut([3]), _lut([0]))
+    assert near.tolist() == [[[[-1, -1, 2, -1, -1, -1]]]] and weight.tolist() == [[[[0, 0, 1, 0, 0, 0]]]]
+    # two rings: the second 0 gets half the fraction; the 5 is not a recipient and does not pass the ring on
+    near, weight = boundary_source(labels, classes, _lut([3]), _lut([0]), width=2)
+    assert near.tolist() == [[[[-1, 2, 2, -1, -1, -1]]]] and weight.tolist() == [[[[0, 0.5, 1, 0, 0, 0]]]]
+    blocked = torch.tensor([[[[0, 5, 0, 3]]]])
+    near, weight = boundary_source(blocked, blocked.clamp(max=3), _lut([3]), _lut([0]), width=3)
+    assert near.tolist() == [[[[-1, -1, 3, -1]]]]
+    with pytest.raises(ValueError, match="width"):
+        boundary_source(labels, classes, _lut([3]), _lut([0]), width=0)
     # 3D, diagonal neighbours count (3x3x3 neighbourhood); labels above the tables' range are in neither set
     lab3 = torch.zeros(1, 1, 3, 3, 3, dtype=torch.long)
     lab3[..., 0, 0, 0] = 3
     lab3[..., 2, 2, 2] = 42
-    near3 = boundary_source(lab3, torch.where(lab3 == 3, 4, 0), _lut([3]), _lut([0]))
+    near3, _ = boundary_source(lab3, torch.where(lab3 == 3, 4, 0), _lut([3]), _lut([0]))
     assert int((near3 == 4).sum()) == 7 and bool((near3[..., 2, 2, 2] == -1).all())
 
 

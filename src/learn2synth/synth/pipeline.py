@@ -107,14 +107,16 @@ class StripConfig:
 @dataclass
 class PartialVolumeConfig:
     """Partial volume at a boundary (:mod:`learn2synth.synth.partial_volume`): with probability ``prob`` per item,
-    voxels of the ``into`` label values touching one of the ``sources`` take a fraction (drawn per voxel in
-    ``fraction``) of the source's intensity."""
+    voxels of the ``into`` label values within ``width`` voxels of one of the ``sources`` take a fraction (drawn per
+    voxel in ``fraction``, times 1 on the first ring falling linearly to ``1 / width`` on the last) of the source's
+    intensity."""
 
     enabled: bool = False
     sources: list = field(default_factory=list, metadata=LABEL_VALUES)
     into: list = field(default_factory=list, metadata=LABEL_VALUES)
     fraction: list = field(default_factory=lambda: [0.0, 0.8], metadata={**INTERVAL, **FRACTION})
     prob: float = field(default=1.0, metadata={"range": (0, 1)})
+    width: int = field(default=1, metadata={"range": (1, 8)})
 
 
 @dataclass
@@ -271,8 +273,8 @@ class Synthesizer:
         classes, target = self._lookup(labels)
         image = apply_gmm(classes, params["gmm"])
         if "partial_volume" in params:
-            near = boundary_source(labels, classes, *self._pv_luts)
-            image = apply_partial_volume(image, classes, near, params["gmm"], params["partial_volume"])
+            near, weight = boundary_source(labels, classes, *self._pv_luts, width=self.config.partial_volume.width)
+            image = apply_partial_volume(image, classes, near, weight, params["gmm"], params["partial_volume"])
         if "bias" in params:
             image = apply_bias_field(image, params["bias"])
         image = normalize_minmax(image)
