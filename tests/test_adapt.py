@@ -110,8 +110,11 @@ def test_bad_inputs_are_one_line(model, real, tmp_path, capsys, monkeypatch):
     assert "holds one subject" in bad(capsys, "--model", str(model), "--real", str(one), *out)
     import learn2synth.segment
 
-    monkeypatch.setattr(learn2synth.segment, "SHIPPED_MODEL", "missing.pt")
+    monkeypatch.setitem(learn2synth.segment.SHIPPED_VIEWS, "coronal", "missing.pt")
     assert "shipped brain model is missing" in bad(capsys, "--real", str(real), *out)
+    monkeypatch.setitem(learn2synth.segment.SHIPPED_VIEWS, "axial", "missing_axial.pt")
+    err = bad(capsys, "--view", "axial", "--real", str(real), *out)
+    assert "missing_axial.pt" in err and "shipped brain model is missing" in err
 
 
 def test_a_model_whose_label_maps_are_gone_names_them_and_the_fix(real, tmp_path, capsys):
@@ -129,3 +132,25 @@ def test_a_model_whose_label_maps_are_gone_names_them_and_the_fix(real, tmp_path
     assert "nothere" in err and "real labeled examples" in err and "data.labels" not in err
     assert main(["adapt", "--quiet", "--model", str(model), "--real", str(real), "--out", str(tmp_path / "o"),
                  *sets([*ADAPT_SETS, "data.labels=phantom"])]) == 0
+
+
+def test_view_picks_the_shipped_model_to_start_from(model, real, tmp_path, capsys, monkeypatch):
+    """--view axial starts from the shipped axial model (here a tiny stand-in); --view and --model exclude each
+    other."""
+    import learn2synth.segment
+
+    asked = []
+
+    def stand_in(view="coronal"):
+        asked.append(view)
+        return sorted(model.glob("step_*.pt"))[-1]
+
+    monkeypatch.setattr(learn2synth.segment, "shipped_model_path", stand_in)
+    out = tmp_path / "axial"
+    assert main(["adapt", "--quiet", "--view", "axial", "--real", str(real), "--out", str(out),
+                 *sets(ADAPT_SETS)]) == 0
+    assert asked == ["axial"]
+    assert load_checkpoint(sorted(out.glob("step_*.pt"))[-1])["config"]["init_from"] == str(stand_in())
+    with pytest.raises(SystemExit) as e:
+        main(["adapt", "--view", "axial", "--model", str(model), "--real", str(real), "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

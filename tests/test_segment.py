@@ -176,7 +176,7 @@ def test_the_shipped_model_segments_a_scan_without_model_argument(tmp_path, caps
 def test_a_missing_shipped_view_is_one_line(tmp_path, capsys, monkeypatch):
     import learn2synth.segment
 
-    monkeypatch.setattr(learn2synth.segment, "OTHER_VIEWS", ("brain_tissue_axial.pt", "gone.pt"))
+    monkeypatch.setitem(learn2synth.segment.SHIPPED_VIEWS, "sagittal", "gone.pt")
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), LIA), tmp_path / "scan.nii.gz")
     code, out, err = _segment(capsys, tmp_path / "scan.nii.gz", "--out", tmp_path / "seg")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "gone.pt" in err and "missing" in err

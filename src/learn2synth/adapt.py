@@ -88,7 +88,7 @@ def run_adapt(args) -> int:
     from .segment import shipped_model_path
     from .train import check_run_folder, train
 
-    config = adapt_config(args.model or shipped_model_path(), args.real, args.config, threads_set(args))
+    config = adapt_config(args.model or shipped_model_path(args.view), args.real, args.config, threads_set(args))
     out = check_run_folder(args.out, args.resume)
     metrics = train(config, out, resume=args.resume, progress=not args.quiet)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())

@@ -70,6 +70,8 @@ def _run_train(args) -> int:
 
 
 def _adapt_parser(sub) -> None:
+    from .segment import SHIPPED_VIEWS
+
     p = sub.add_parser("adapt", help="continue training a model with learn2synth on a few real labeled examples",
                        description="Continue training MODEL (default: the shipped coronal brain model) with method "
                                    "learn2synth on the real labeled examples of --real: the run starts from the "
@@ -77,8 +79,13 @@ def _adapt_parser(sub) -> None:
                                    "synthesis priors from the real examples (500 steps, debiased hypergradient, a "
                                    "quarter of the real subjects held out to check the augmenter), then --config and "
                                    "--set override. --out is an ordinary run folder: use it with predict/segment "
-                                   "--model; --resume continues it.")
-    p.add_argument("--model", help="checkpoint or run folder (default: the shipped coronal brain tissue model)")
+                                   "--model; --resume continues it. segment averages three views: to keep that, "
+                                   "adapt each (--view coronal, axial, sagittal; three --out) and give segment the "
+                                   "three runs, one --model each.")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--model", help="checkpoint or run folder (default: the shipped coronal brain tissue model)")
+    start.add_argument("--view", choices=list(SHIPPED_VIEWS), default="coronal",
+                       help="which shipped brain tissue model to start from (default coronal)")
     p.add_argument("--real", required=True, metavar="DIR_OR_MANIFEST",
                    help="real labeled examples: a folder with images/ and labels/, or a manifest (YAML/CSV)")
     add_run_arguments(p, "YAML overriding the adapt settings", "steps=200")

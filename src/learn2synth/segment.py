@@ -24,15 +24,16 @@ import numpy as np
 
 from .errors import ConfigError, InputError
 
-#: The models ``segment`` averages when no ``--model`` is given: one 2D model per view (coronal, axial,
-#: sagittal slices of the same training space). The coronal one is also where ``adapt`` starts.
-SHIPPED_MODEL = "brain_tissue.pt"
-OTHER_VIEWS = ("brain_tissue_axial.pt", "brain_tissue_sagittal.pt")
+#: The models ``segment`` averages when no ``--model`` is given, by view: one 2D model per view (coronal, axial,
+#: sagittal slices of the same training space). The first (coronal) is the one model used where one is needed
+#: (``adapt`` starts from it unless ``--view`` names another).
+SHIPPED_VIEWS = {"coronal": "brain_tissue.pt", "axial": "brain_tissue_axial.pt",
+                 "sagittal": "brain_tissue_sagittal.pt"}
 
 
-def shipped_model_path(name: str | None = None) -> Path:
-    """Where the package keeps a shipped brain tissue model (the coronal one by default)."""
-    path = Path(str(resources.files("learn2synth") / "models" / (name or SHIPPED_MODEL)))
+def shipped_model_path(view: str = "coronal") -> Path:
+    """Where the package keeps the shipped brain tissue model of one view."""
+    path = Path(str(resources.files("learn2synth") / "models" / SHIPPED_VIEWS[view]))
     if not path.is_file():
         raise InputError(path, "the shipped brain model is missing from this installation; pass --model")
     return path
@@ -40,7 +41,7 @@ def shipped_model_path(name: str | None = None) -> Path:
 
 def shipped_model_paths() -> list[Path]:
     """The shipped models of every view, averaged by ``segment``."""
-    return [shipped_model_path(), *(shipped_model_path(name) for name in OTHER_VIEWS)]
+    return [shipped_model_path(view) for view in SHIPPED_VIEWS]
 
 
 def plan_outputs(inputs: list[Path], out: Path, single_file: bool, posteriors: bool = False) -> list[Path]:
