@@ -154,3 +154,6 @@ def test_view_picks_the_shipped_model_to_start_from(model, real, tmp_path, capsy
     with pytest.raises(SystemExit) as e:
         main(["adapt", "--view", "axial", "--model", str(model), "--real", str(real), "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["adapt", "--view", "oblique", "--real", str(real), "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "invalid choice: 'oblique'" in capsys.readouterr().err
