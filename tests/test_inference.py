@@ -356,3 +356,27 @@ def test_mirroring_averages_the_flipped_pass_except_for_slices_along_the_left_ri
     views = Ensemble([sagittal, coronal])  # the order must not matter: each member decides for itself
     np.testing.assert_allclose(mirror_average(views, volume, 4), (once + by_hand) / 2, atol=1e-6)
     assert sorted(calls) == [0, 2, 2]
+
+
+def test_without_threads_inference_uses_the_idle_cores_unless_omp_num_threads_is_set(monkeypatch):
+    import learn2synth.inference as inference
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(inference.os, "getloadavg", lambda: (3.7, 3.0, 2.0))
+        inference.set_threads(None)
+        assert torch.get_num_threads() == 1  # both cores busy: one thread, not two fighting over them
+        torch.set_num_threads(2)
+        monkeypatch.setattr(inference.os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+        inference.set_threads(None)
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        monkeypatch.setattr(inference.os, "getloadavg", lambda: (3.7, 3.0, 2.0))
+        inference.set_threads(None)
+        assert torch.get_num_threads() == 2  # the user's own choice stands
+        inference.set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

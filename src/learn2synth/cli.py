@@ -148,7 +148,8 @@ def _predict_parser(sub) -> None:
                    help="scans only: also segment the scan mirrored left-right and average (twice the passes, none "
                         "more for a model slicing along the left-right axis; needs a model trained with "
                         "data.orientation)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy: all cores less "
+                                               "the 1-minute load average, at least 1; OMP_NUM_THREADS if set)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)
     p.set_defaults(func=_run_predict)
@@ -179,7 +180,8 @@ def _segment_parser(sub) -> None:
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="segment each scan once; by default it is also segmented mirrored left-right and the two "
                         "are averaged (more accurate; with the shipped models five network passes instead of three)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy: all cores less "
+                                               "the 1-minute load average, at least 1; OMP_NUM_THREADS if set)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
