@@ -60,7 +60,8 @@ def test_adapt_continues_the_model_with_learn2synth_and_its_settings(model, real
     out = tmp_path / "adapted"
     assert main(["adapt", "--quiet", "--model", str(model), "--real", str(real), "--out", str(out),
                  *sets(ADAPT_SETS)]) == 0
-    assert "adapt:" in capsys.readouterr().out
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("adapt: ") and " s in all, " in last and " s of them training steps" in last
     source = load_checkpoint(sorted(model.glob("step_*.pt"))[-1])
     adapted = load_checkpoint(sorted(out.glob("step_*.pt"))[-1])
     config = adapted["config"]

@@ -12,6 +12,7 @@ last ``--config`` and ``--set``. The run folder is an ordinary training run (``p
 from __future__ import annotations
 
 import glob
+import time
 from pathlib import Path
 
 from .checkpoint import load_checkpoint, resolve_checkpoint
@@ -84,13 +85,14 @@ def _check_model_files(model: Path, config: TrainConfig) -> None:
 
 
 def run_adapt(args) -> int:
-    from .cli_args import threads_set
+    started = time.perf_counter()
+    from .cli_args import run_summary, threads_set
     from .segment import shipped_model_path
     from .train import check_run_folder, train
 
     config = adapt_config(args.model or shipped_model_path(args.view), args.real, args.config, threads_set(args))
     out = check_run_folder(args.out, args.resume)
     metrics = train(config, out, resume=args.resume, progress=not args.quiet)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-    print(f"adapt: {shown}; the adapted model is the run folder {out} (use it with predict/segment --model)")
+    print(f"adapt: {run_summary(metrics, started)}; the adapted model is the run folder {out} (use it with "
+          "predict/segment --model)")
     return 0

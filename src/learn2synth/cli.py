@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from .cli_args import add_common as _add_common
-from .cli_args import add_run_arguments, add_threads, threads_set
+from .cli_args import add_run_arguments, add_threads, run_summary, threads_set
 from .errors import Learn2SynthError
 
 
@@ -58,14 +59,14 @@ def _train_parser(sub) -> None:
 
 
 def _run_train(args) -> int:
+    started = time.perf_counter()
     from .train import check_run_folder, train
     from .train_config import load_train_config
 
     config = load_train_config(args.config, threads_set(args))
     out = check_run_folder(args.out, args.resume)
     metrics = train(config, out, resume=args.resume, progress=not args.quiet)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-    print(f"{config.method}: {shown}; checkpoints and metrics.csv in {out}")
+    print(f"{config.method}: {run_summary(metrics, started)}; checkpoints and metrics.csv in {out}")
     return 0
 
 
