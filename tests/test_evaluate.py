@@ -498,6 +498,8 @@ def test_one_prediction_file_against_one_reference_file_whatever_their_names(tmp
     rows = read_csv(tmp_path / "m" / "metrics_per_case.csv")
     assert sorted(r["label"] for r in rows) == ["1", "mean"] and len({r["case"] for r in rows}) == 1
     assert float(next(r["dice"] for r in rows if r["label"] == "1")) == pytest.approx(2 / 3)
+    # the method is named by the prediction's path, not its file name (which two runs' outputs may share)
+    assert f"| {tmp_path / 'seg.nii.gz'} | 1 | dice |" in capsys.readouterr().out
 
 
 def test_existing_outputs_are_refused_before_scoring(tmp_path, capsys, monkeypatch):

@@ -608,6 +608,7 @@ def _comparison_caption(names: list[str], axis: int | None, n_cases: int) -> str
 
 
 def _method_names(folders) -> list[str]:
-    """Folder names (the full paths given when the names coincide)."""
-    names = [Path(f).name or str(f) for f in folders]
+    """Folder names (the full paths given when the names coincide); a single file by its path as given, since its
+    name is the case's (``adapted/0002.nii.gz`` and ``plain/0002.nii.gz`` printed alike as ``0002.nii.gz``)."""
+    names = [str(f) if Path(f).is_file() else Path(f).name or str(f) for f in folders]
     return names if len(set(names)) == len(names) else [str(f) for f in folders]
