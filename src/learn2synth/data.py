@@ -224,7 +224,7 @@ def read_manifest(source: str) -> list[tuple[Path, Path, str]]:
 
 def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: str, mapping=None,
                    n_classes: int | None = None, colour: str = "refuse", orientation: str | None = None,
-                   voxel_size=None) -> RealPool:
+                   voxel_size=None, progress: bool = False) -> RealPool:
     """Read, check, remap and normalize every (image, label) pair of a manifest or folder.
 
     With ``orientation`` or ``voxel_size`` (``data.orientation``/``data.voxel_size``: the space of the synthesis's
@@ -235,12 +235,16 @@ def load_real_pool(source: str, spatial_dims: int, axis: int, normalize_kind: st
     the values (a label set that does not fit the declared classes would otherwise train on scrambled targets);
     with ``n_classes == 2``, binary masks stored as 0/255 (or any 0/v) read as 0/1. ``colour`` says what to do
     with colour images (``"refuse"``, ``"luminance"``, ``"green"``; :func:`learn2synth.io.read_image`).
+    ``progress``: a bar over the pairs (bringing a brain scan into the model's space takes tens of seconds).
     """
+    from tqdm import tqdm
+
     from .io import check_classes, check_image, check_pair, read_image, read_label_map
     from .synth.normalize import normalize
 
     images, labels, subjects = [], [], []
-    for image_path, label_path, subject in read_manifest(source):
+    for image_path, label_path, subject in tqdm(read_manifest(source), desc="real examples", unit="pair",
+                                                disable=not progress):
         volume = read_image(image_path, colour=colour)
         image = check_image(volume.array, image_path)
         label = read_label_map(label_path, binary=n_classes == 2 and mapping is None).array

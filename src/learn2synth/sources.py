@@ -37,7 +37,7 @@ def load_data(config, info: DistInfo | None = None, device: torch.device | str =
     info = info or DistInfo()
     labels = label_pool(config, progress=progress and info.is_main)
     synth = Synthesizer(synthesis_config(config, labels), device=device)
-    real, val = real_pools(config, synth)
+    real, val = real_pools(config, synth, progress=progress and info.is_main)
     if info.active:
         labels = LabelPool(_shard(labels.maps, info))
         if real is not None and len(real) >= info.world_size:
@@ -86,16 +86,17 @@ def generated_labels(config, chunk: int = 16) -> LabelPool:
     return LabelPool(maps)
 
 
-def real_pools(config, synth: Synthesizer) -> tuple[RealPool | None, RealPool | None]:
+def real_pools(config, synth: Synthesizer, progress: bool = False) -> tuple[RealPool | None, RealPool | None]:
     """(training, held-out) real examples of ``data.real``: phantoms (:func:`phantom_real`), a manifest or folder
-    split by subject, or (None, None)."""
+    split by subject (``progress``: a bar while they are read), or (None, None)."""
     d = config.data
     if d.real is None:
         return None, None
     if d.real == "phantom":
         return phantom_real(config, synth)
     pool = load_real_pool(d.real, d.spatial_dims, d.slice_axis, config.synth.normalize, real_mapping(config),
-                          n_classes=d.n_classes, colour=d.colour, orientation=d.orientation, voxel_size=d.voxel_size)
+                          n_classes=d.n_classes, colour=d.colour, orientation=d.orientation, voxel_size=d.voxel_size,
+                          progress=progress)
     return pool.split_by_subject(d.val_fraction, config.seed)
 
 

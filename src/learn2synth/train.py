@@ -9,6 +9,7 @@ to an uninterrupted run on CPU (the method saves every state it holds; every RNG
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from pathlib import Path
 
@@ -202,6 +203,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     if writer is not None:
         writer.close()
     if info.is_main and start < config.steps and (stop_at is None or stop_at >= config.steps):
+        if progress:  # a plot of learned priors synthesizes and reads images: tens of seconds on a brain
+            print(f"{config.method}: writing the run's reports into {out}", file=sys.stderr, flush=True)
         method.finish(out)  # reports of what the method learned
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
