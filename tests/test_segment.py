@@ -272,3 +272,15 @@ def test_the_segment_benchmark_counts_volumes_and_confusions_hand_worked():
                                            ("cortex", "WM", 1)]
     two = bench.errors(np.array([1, 1, 0]), np.array([0, 0, 0]), top=1)
     assert two["confusions"] == [("background", "cortex", 2)]
+
+
+def test_the_command_line_reads_the_shipped_views_without_numpy_or_torch():
+    """adapt --view's choices come from segment.SHIPPED_VIEWS while the parser is built: that must not import
+    numpy or torch (learn2synth --help stays light)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from learn2synth.cli import build_parser; p = build_parser(); "
+            "print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

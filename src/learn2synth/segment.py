@@ -19,10 +19,12 @@ import csv
 import io
 from importlib import resources
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the command line reads SHIPPED_VIEWS while it builds
+    import numpy as np  # its parser, which must stay light (``learn2synth --help`` imports neither numpy nor torch)
 
 #: The models ``segment`` averages when no ``--model`` is given, by view: one 2D model per view (coronal, axial,
 #: sagittal slices of the same training space). The first (coronal) is the one model used where one is needed
@@ -75,9 +77,12 @@ def class_volumes(labels: np.ndarray, affine: np.ndarray, values) -> list[float]
 
     Examples
     --------
+    >>> import numpy as np
     >>> class_volumes(np.array([[[0, 1], [1, 2]]]), np.diag([2.0, 1.0, 0.5, 1.0]), [1, 2])
     [2.0, 1.0]
     """
+    import numpy as np
+
     voxel = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3])))
     counts = np.bincount(labels.reshape(-1).astype(np.int64), minlength=int(max(values)) + 1)
     return [float(counts[v]) * voxel for v in values]
@@ -89,11 +94,14 @@ def label_map_hint(array: np.ndarray, max_values: int = 64) -> str | None:
 
     Examples
     --------
+    >>> import numpy as np
     >>> label_map_hint(np.array([0, 2, 3, 41, 2]))
     'looks like a label map (4 distinct integer values), not an image'
     >>> label_map_hint(np.arange(200.0)) is None, label_map_hint(np.array([0.0, 0.5, 1.0])) is None
     (True, True)
     """
+    import numpy as np
+
     flat = np.ravel(array)
     values = np.unique(flat[:: max(1, flat.size // 2_000_000)])  # a subsample: only the count matters
     if len(values) > max_values or not np.all(np.mod(values, 1) == 0):
