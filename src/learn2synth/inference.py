@@ -118,14 +118,15 @@ def load_models(paths, device: str | torch.device = "auto",
     from .checkpoint import resolve_checkpoint
 
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    seen = {}
+    given = {}  # each checkpoint file (a run folder's newest, found once) by its absolute path -> as given
     for path in paths:
-        resolved = Path(resolve_checkpoint(path)).resolve()
-        if resolved in seen:
-            raise InputError(path, f"the same checkpoint as --model {seen[resolved]} ({resolved.name}); give each "
-                                   "model once")
-        seen[resolved] = path
-    models = [load_model(path, device, label_mapping) for path in paths]
+        checkpoint = resolve_checkpoint(path)
+        same = given.get(checkpoint.resolve())
+        if same is not None:
+            raise InputError(path, f"the same checkpoint as --model {same[0]} ({checkpoint.name}); give each model "
+                                   "once")
+        given[checkpoint.resolve()] = (path, checkpoint)
+    models = [load_model(checkpoint, device, label_mapping) for _, checkpoint in given.values()]
     return models[0] if len(models) == 1 else Ensemble(models)
 
 
