@@ -33,9 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "src" / "learn2synth" / "models"
-#: per view: the slice axis of the LIA label maps, the training shape (a whole OASIS slice), the file written
-VIEWS = {"coronal": (2, [160, 192], "brain_tissue"), "axial": (1, [160, 224], "brain_tissue_axial"),
-         "sagittal": (0, [192, 224], "brain_tissue_sagittal")}
+#: per view: the slice axis of the LIA label maps and the training shape (a whole OASIS slice); the file written
+#: is the package's own name for that view (``learn2synth.segment.SHIPPED_VIEWS``)
+VIEWS = {"coronal": (2, [160, 192]), "axial": (1, [160, 224]), "sagittal": (0, [192, 224])}
 
 
 def export(run: Path, hours: float | None, config_yaml: Path, view: str = "coronal") -> Path:
@@ -43,13 +43,15 @@ def export(run: Path, hours: float | None, config_yaml: Path, view: str = "coron
 
     from learn2synth.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from learn2synth.config import to_dict
+    from learn2synth.segment import SHIPPED_VIEWS
     from learn2synth.train_config import load_train_config
 
     path = latest_checkpoint(run)
     if path is None:
         raise SystemExit(f"{run}: no checkpoint")
     ckpt = load_checkpoint(path)
-    axis, shape, name = VIEWS[view]
+    axis, shape = VIEWS[view]
+    name = Path(SHIPPED_VIEWS[view]).stem
     # the shipped config (inference settings as they are now) on the view's slices
     config = to_dict(load_train_config(config_yaml, [f"data.slice_axis={axis}", f"data.shape={shape}"]))
     for key in ("optim", "steps", "init_from"):  # how this model was trained (the views' differ from the YAML)

@@ -23,9 +23,10 @@ sys.path[:0] = [str(HERE), str(HERE / "experiments")]  # segment.py beside this 
 import common  # noqa: E402
 import contrasts  # noqa: E402
 
+from brain_model import VIEWS  # noqa: E402
 from segment import CLASSES, SUBJECTS  # noqa: E402
 
-VIEW_NAMES = {0: "sagittal", 1: "axial", 2: "coronal"}  # slice axis of the LIA space -> view
+VIEW_NAMES = {axis: view for view, (axis, _) in VIEWS.items()}  # slice axis of the LIA space -> view
 
 
 def run(args) -> tuple[list[str], list[tuple[str, bool, dict]]]:
