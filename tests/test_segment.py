@@ -284,3 +284,26 @@ def test_the_command_line_reads_the_shipped_views_without_numpy_or_torch():
             "print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_synthetic_fit_benchmark_counts_spill_hand_worked():
+    """benchmarks/synth_fit.py on one 1x5 image: target [0 0 1 1 0], prediction [0 1 1 1 1] (cortex one voxel too
+    thick on both sides). Class 1: overlap 2, predicted 4, true 2 -> Dice 4/6, volume ratio 2.0; background
+    voxels touching it: positions 1 and 4 (position 0 is two away), both called cortex -> spill 1.0. Class 2 is
+    absent everywhere: nan."""
+    import importlib.util
+
+    import torch
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "synth_fit.py"
+    spec = importlib.util.spec_from_file_location("synth_fit", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    target = torch.tensor([0, 0, 1, 1, 0]).reshape(1, 1, 1, 5)
+    pred = torch.tensor([0, 1, 1, 1, 1]).reshape(1, 1, 1, 5)
+    counts = bench.tally(pred, target, 3)
+    assert counts[:, 1].tolist() == [2, 4, 2, 2, 2]
+    summary = bench.summarize(counts + bench.tally(target, target, 3))   # plus a perfect image: spill 2 of 4
+    assert summary["dice"][0] == pytest.approx(8 / 10) and summary["volume"][0] == pytest.approx(6 / 4)
+    assert summary["spill"][0] == pytest.approx(0.5)
+    assert all(np.isnan(summary[key][1]) for key in ("dice", "volume", "spill"))
