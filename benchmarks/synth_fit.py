@@ -76,14 +76,23 @@ def run(args) -> list[tuple[str, str, dict, list[str]]]:
     for path in args.model or [shipped_model_path()]:
         model = load_model(path, "cpu")
         trained = load_checkpoint(resolve_checkpoint(path), map_location="cpu")["config"]
-        for setting, extra in (("as trained", []), ("sharp", [SHARP])):
+        for setting, extra in (("as trained" if not args.set else "as set", []), ("sharp", [SHARP])):
             sets = [f"seed={args.seed}", f"threads={args.threads}", *args.set, *extra]
             cfg = load_train_config(None, sets, base=trained)
             result = score(model, cfg, args.batches, args.batch_size)
             names = list(cfg.data.class_names or range(cfg.data.n_classes))[1:]
-            rows.append((Path(path).name, setting, result, [str(n) for n in names]))
+            rows.append((_shown(path), setting, result, [str(n) for n in names]))
             print(f"{rows[-1][0]} {setting}: Dice {[round(d, 3) for d in result['dice']]}", file=sys.stderr)
     return rows
+
+
+def _shown(path) -> str:
+    """A model's path as the table shows it: relative to the current folder when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def table(rows) -> str:
@@ -115,7 +124,9 @@ def main(argv=None) -> None:
     text = (f"# Models on their own synthetic training images\n\nCommand (from the repository root):\n\n```\n"
             f".venv/bin/python {command}\n```\n\n{args.batches} batches of {args.batch_size} images per row, "
             f"synthesis seed {args.seed} (the same images for every model). Dice and volume ratio pooled over "
-            "all images; spill: of the background voxels touching a class, the fraction called that class.\n\n"
+            "all images; spill: of the background voxels touching a class, the fraction called that class. "
+            f"Synthesis as each model was trained{' but ' + ', '.join(args.set) if args.set else ''}; "
+            f"sharp: also `{SHARP}`.\n\n"
             f"{table(rows)}\n")
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
