@@ -121,11 +121,11 @@ def load_models(paths, device: str | torch.device = "auto",
     given = {}  # each checkpoint file (a run folder's newest, found once) by its absolute path -> as given
     for path in paths:
         checkpoint = resolve_checkpoint(path)
-        same = given.get(checkpoint.resolve())
-        if same is not None:
-            raise InputError(path, f"the same checkpoint as --model {same[0]} ({checkpoint.name}); give each model "
-                                   "once")
-        given[checkpoint.resolve()] = (path, checkpoint)
+        key = checkpoint.resolve()
+        if key in given:
+            raise InputError(path, f"the same checkpoint as --model {given[key][0]} ({checkpoint.name}); give each "
+                                   "model once")
+        given[key] = (path, checkpoint)
     models = [load_model(checkpoint, device, label_mapping) for _, checkpoint in given.values()]
     return models[0] if len(models) == 1 else Ensemble(models)
 
@@ -558,7 +558,7 @@ def idle_threads(cores: int | None = None, load: float | None = None) -> int:
             load = os.getloadavg()[0]
         except (AttributeError, OSError):  # not on every platform
             return cores
-    return max(1, min(cores, cores - round(load)))
+    return max(1, cores - round(load))
 
 
 def set_threads(threads: int | None) -> None:
