@@ -35,14 +35,15 @@ T1_TARGETS = {"mean": 0.80, 1: 0.80, 3: 0.88, 2: 0.75, 4: 0.60}
 OTHER_TARGET, SECONDS_TARGET = 0.75, 15.0
 
 
-def segment_one(model, scan: Path, out: Path, threads: int, mirror: bool = True) -> tuple[np.ndarray, float, float]:
+def segment_one(model, scan: Path, out: Path, threads: int, mirror: bool = True,
+                refine: bool = True) -> tuple[np.ndarray, float, float]:
     """Label map of ``scan`` by ``learn2synth segment`` (in this process), its wall time and the load average."""
     from learn2synth.cli import main
 
     load = os.getloadavg()[0]
     start = time.perf_counter()
     argv = ["segment", str(scan), "--out", str(out), "--threads", str(threads), "--quiet",
-            *([] if mirror else ["--no-mirror"])]
+            *([] if mirror else ["--no-mirror"]), *([] if refine else ["--no-refine"])]
     code = main(argv + [arg for m in model or [] for arg in ("--model", str(m))])
     seconds = time.perf_counter() - start
     if code != 0:
@@ -84,7 +85,7 @@ def run(args) -> list[dict]:
                 path = Path(tmp) / f"{subject}_{contrast}.nii.gz"
                 nib.save(nib.Nifti1Image(image, scan.affine, scan.header), path)
                 labels, seconds, load = segment_one(args.model, path, Path(tmp) / f"seg_{path.name}", args.threads,
-                                                    args.mirror)
+                                                    args.mirror, args.refine)
                 scores = score_volumes(labels, seg4, list(CLASSES))
                 row = {"subject": subject, "contrast": contrast, "seconds_per_volume": seconds, "load": load,
                        "dice_per_class": {CLASSES[k]: scores[k]["dice"] for k in CLASSES},
@@ -112,6 +113,8 @@ def report(rows: list[dict], args, command: str, model_info: str) -> str:
               "Volume Dice per class (whole 3D volume against OASIS `aligned_seg4`; FreeSurfer labels, not manual). "
               + ("Each scan segmented and mirrored left-right, the two averaged (segment's default). " if args.mirror
                  else "Each scan segmented once (`--no-mirror`). ")
+              + ("Probabilities refined by each scan's own intensities (segment's default). " if args.refine
+                 else "No intensity refinement (`--no-refine`). ")
               + "Time: `learn2synth segment` on one 160x192x224 volume, reading and writing included, "
               f"{args.threads} threads; load = 1-min load average when it started.", "",
               "| subject | contrast | cortex | subcortical GM | WM | CSF | mean | s / volume (load) | target met |",
@@ -188,6 +191,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="one subject, T1 only")
     parser.add_argument("--json", action="store_true", help="print one JSON object per test volume")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false", help="segment each scan once")
+    parser.add_argument("--no-refine", dest="refine", action="store_false",
+                        help="keep the networks' probabilities (no per-scan intensity refinement)")
     parser.add_argument("--out", default=str(HERE / "results" / "segment.md"))
     args = parser.parse_args(argv)
     args.contrasts = [c.strip() for c in args.contrasts.split(",")]

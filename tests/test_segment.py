@@ -86,7 +86,7 @@ def test_mirroring_averages_the_scan_and_its_left_right_mirror_image(tmp_path, m
     nib.save(nib.Nifti1Image(scan[::-1].copy(), LIA), tmp_path / "flipped.nii.gz")  # LIA: axis 0 is left-right
     for flag, out in (([], "default"), (["--no-mirror"], "once")):
         code, _, err = _segment(capsys, tmp_path / "scan.nii.gz", "--out", tmp_path / out, "--model", model,
-                                "--posteriors", *flag)
+                                "--posteriors", "--no-refine", *flag)
         assert code == 0, err
     posteriors = {out: np.asarray(nib.load(tmp_path / out / "scan_posteriors.nii.gz").dataobj)
                   for out in ("default", "once")}
@@ -97,6 +97,30 @@ def test_mirroring_averages_the_scan_and_its_left_right_mirror_image(tmp_path, m
     np.testing.assert_allclose(posteriors["once"], plain, atol=1e-6)
     np.testing.assert_allclose(posteriors["default"], (plain + flipped) / 2, atol=1e-6)
     assert np.abs(plain - flipped).max() > 1e-3  # the mirror image is segmented differently: the test can fail
+
+
+def test_segment_refines_the_probabilities_by_the_scans_intensities_unless_told_not_to(tmp_path, model, capsys):
+    import torch
+
+    from learn2synth.inference import load_model, predict_volume
+    from learn2synth.io import read_image
+    from learn2synth.refine import refine
+
+    scan = _scan(seed=4)
+    nib.save(nib.Nifti1Image(scan, LIA), tmp_path / "scan.nii.gz")
+    for flag, out in (([], "refined"), (["--no-refine"], "plain")):
+        code, _, err = _segment(capsys, tmp_path / "scan.nii.gz", "--out", tmp_path / out, "--model", model,
+                                "--posteriors", *flag)
+        assert code == 0, err
+    posteriors = {out: np.asarray(nib.load(tmp_path / out / "scan_posteriors.nii.gz").dataobj)
+                  for out in ("refined", "plain")}
+    plain = predict_volume(load_model(model), read_image(tmp_path / "scan.nii.gz"), mirror=True)[1]
+    np.testing.assert_allclose(posteriors["plain"], plain, atol=1e-6)
+    expected = refine(torch.from_numpy(scan), torch.from_numpy(np.moveaxis(plain, -1, 0).copy())).numpy()
+    np.testing.assert_allclose(posteriors["refined"], np.moveaxis(expected, 0, -1), atol=1e-5)
+    assert np.abs(posteriors["refined"] - plain).max() > 1e-3  # refining changed them: the test can fail
+    labels = np.asarray(nib.load(tmp_path / "refined" / "scan.nii.gz").dataobj)
+    np.testing.assert_array_equal(labels, posteriors["refined"].argmax(-1))
 
 
 def test_class_volumes_hand_worked():

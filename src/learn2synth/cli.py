@@ -181,6 +181,10 @@ def _segment_parser(sub) -> None:
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="segment each scan once; by default it is also segmented mirrored left-right and the two "
                         "are averaged (more accurate; with the shipped models five network passes instead of three)")
+    p.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="keep the network's probabilities as they are; by default they are refined by the scan's own "
+                        "tissue intensities (a Gaussian per class fitted to the scan, the network as prior; "
+                        "about 2 s per scan)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy: all cores less "
                                                "the 1-minute load average, at least 1; OMP_NUM_THREADS if set)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")

@@ -287,7 +287,7 @@ def _forward_padded(model: Model, x: torch.Tensor) -> torch.Tensor:
 
 
 def predict_volume(model: Model | Ensemble, volume: Volume, batch_size: int = 8, class_indices: bool = False,
-                   mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   mirror: bool = False, refine: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Segment a volume read by :func:`learn2synth.io.read_image`.
 
     With ``mirror``, a scan (NIfTI/MGZ) is also segmented mirrored left-right in the model's space and the two
@@ -295,6 +295,9 @@ def predict_volume(model: Model | Ensemble, volume: Volume, batch_size: int = 8,
     along the left-right axis; +0.015 mean volume Dice for the coronal brain model alone on OASIS 0001 T1,
     +0.004 for the three views averaged, ``benchmarks/results/segment.md``). Needs a model that records its
     training orientation; other inputs are segmented once. ``model`` may be an :class:`Ensemble`.
+
+    With ``refine``, the probabilities of a scan (NIfTI/MGZ, one channel) are refined by the scan's own tissue
+    intensities (:func:`learn2synth.refine.refine`, in the scan's grid; about 2 s for a 160x192x224 volume).
 
     Returns
     -------
@@ -325,6 +328,11 @@ def predict_volume(model: Model | Ensemble, volume: Volume, batch_size: int = 8,
     if array.ndim == 3 and volume.format in ("nifti", "mgh"):  # a scan: its own space, and its support
         probs = _predict_in_model_space(model, array, volume.affine, batch_size, mirror)
         _background_outside_support(probs, array)
+        if refine:
+            from .refine import refine as refine_probs
+
+            probs = refine_probs(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
+                                 torch.from_numpy(probs)).numpy()
     else:  # 2D images and TIFF stacks (microscopy: dark pixels at the border may well be structure)
         slice_axis = 0 if volume.format == "tiff" else None  # TIFF stacks are stacks of 2D slices
         probs = predict_array(model, array, batch_size, slice_axis)

@@ -149,7 +149,8 @@ def run_segment(args) -> int:
             hint = label_map_hint(volume.array)
             if hint:
                 print(f"learn2synth segment: warning: {source}: {hint}; segmenting it anyway", file=sys.stderr)
-            labels, probs = predict_volume(model, volume, args.batch_size, mirror=args.mirror)
+            labels, probs = predict_volume(model, volume, args.batch_size, mirror=args.mirror,
+                                           refine=args.refine)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, labels, like=volume)
             if args.posteriors:
