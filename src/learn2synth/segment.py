@@ -1,8 +1,9 @@
 """``learn2synth segment``: brain tissue segmentation of any 3D scan with the shipped model (or another).
 
 Like FreeSurfer's ``mri_synthseg``: the input may be any NIfTI/MGZ scan, in any orientation, voxel size and
-contrast; it is reoriented and resampled to the model's training space, segmented, and the label map (and, with
-``--posteriors``, the class probabilities) is written in the input's own grid with its affine and header.
+contrast; it is reoriented and resampled to the model's training space, segmented, the class probabilities are
+refined by the scan's own intensities (:mod:`learn2synth.refine`; ``--no-refine`` skips it), and the label map
+(and, with ``--posteriors``, the probabilities) is written in the input's own grid with its affine and header.
 ``--vol`` writes a CSV of the volume (mm^3) of every class in every scan (column ``scan``: the scan's path as
 found from the input argument, unique even where file names repeat).
 
