@@ -111,3 +111,14 @@ def test_evaluate_with_a_corrupt_prediction_writes_no_table(tmp_path, capsys):
                  str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and label.name in err and not (tmp_path / "out" / "summary.csv").exists()
+
+
+@pytest.mark.parametrize("argv", [["segment", "scan.nii.gz"], ["bogus"], ["train", "--steps", "x"],
+                                  ["gan", "train"]])
+def test_usage_errors_are_one_line_with_exit_code_2(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert "error:" in err and "--help" in err and "usage:" not in err

@@ -274,8 +274,16 @@ def _run_gan(args) -> int:
     return run_gan_train(args) if args.gan_command == "train" else run_gan_sample(args)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line naming the command and the problem, exit code 2 (argparse prints the usage
+    block first, which buries the problem); ``--help`` still shows everything. Subcommands inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="learn2synth", description=__doc__.splitlines()[0].replace("``", ""))
+    parser = _OneLineParser(prog="learn2synth", description=__doc__.splitlines()[0].replace("``", ""))
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"learn2synth {__version__}")
