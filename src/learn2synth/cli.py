@@ -168,7 +168,8 @@ def _segment_parser(sub) -> None:
                                    "matter, 4 CSF; 0 background, the values of OASIS seg4) in NIfTI/MGZ scans of any "
                                    "orientation, voxel size and MRI contrast, skull-stripped or not, with the three "
                                    "2D models shipped in the package (coronal, axial, sagittal, averaged; trained on "
-                                   "synthetic images only) or --model. Outputs "
+                                   "synthetic images only) or --model, the probabilities then refined by the scan's "
+                                   "own tissue intensities. Outputs "
                                    "keep each input's grid, affine and header. Like mri_synthseg.")
     p.add_argument("input", help="a 3D scan (NIfTI/MGZ) or a folder of them")
     p.add_argument("--out", required=True,
