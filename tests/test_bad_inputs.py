@@ -113,12 +113,18 @@ def test_evaluate_with_a_corrupt_prediction_writes_no_table(tmp_path, capsys):
     assert code == 2 and label.name in err and not (tmp_path / "out" / "summary.csv").exists()
 
 
-@pytest.mark.parametrize("argv", [["segment", "scan.nii.gz"], ["bogus"], ["train", "--steps", "x"],
-                                  ["gan", "train"]])
-def test_usage_errors_are_one_line_with_exit_code_2(argv, capsys):
+@pytest.mark.parametrize("argv, named", [
+    (["segment", "scan.nii.gz"], "learn2synth segment: error: the following arguments are required: --out"),
+    (["bogus"], "learn2synth: error: argument command: invalid choice: 'bogus'"),
+    (["segment", "s.nii.gz", "--out", "o", "--threads", "z"], "learn2synth segment: error: argument --threads"),
+    (["segment", "s.nii.gz", "--out", "o", "--bogus"], "learn2synth segment: error: unrecognized arguments: --bogus"),
+    (["gan", "train", "--bogus"], "learn2synth gan train: error: "),
+    (["gan", "sample", "--model", "m", "--labels", "l", "--out", "o", "--bogus"],
+     "learn2synth gan sample: error: unrecognized arguments: --bogus")])
+def test_usage_errors_are_one_line_naming_the_command_with_exit_code_2(argv, named, capsys):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1
-    assert "error:" in err and "--help" in err and "usage:" not in err
+    assert err.startswith(named) and "--help" in err and "usage:" not in err

@@ -7,25 +7,35 @@ import torch
 from learn2synth.refine import fit_region, refine
 
 
-def _numpy_em(x, prior, g, power, iterations):
+def _numpy_em(x, prior, g, power, iterations, fit=None):
     """Expectation-maximisation written out in float64 numpy (as a textbook states it, no logs): prior^power
-    x Gaussian, a g-Gaussian mixture for class 0; the initial background split by intensity terciles."""
+    x Gaussian, a g-Gaussian mixture for class 0; the initial background split by intensity bands. Fitted on
+    the voxels ``fit`` (all by default); returns prior x likelihood^(1/power), renormalised, for every voxel."""
+    fit = np.arange(len(x)) if fit is None else fit
     p = prior ** power
     p /= p.sum(1, keepdims=True)
-    likely = np.sort(x[p[:, 0] > 0.5])
+    xf, pf = x[fit], p[fit]
+    likely = np.sort(xf[pf[:, 0] > 0.5])
     cuts = likely[(np.arange(1, g) * (len(likely) - 1)) // g]
-    band = np.searchsorted(cuts, x, side="left")
-    resp = np.concatenate([np.eye(g)[band] * p[:, :1], p[:, 1:]], 1)
-    full = np.concatenate([np.repeat(p[:, :1], g, 1), p[:, 1:]], 1)
+    band = np.searchsorted(cuts, xf, side="left")
+    resp = np.concatenate([np.eye(g)[band] * pf[:, :1], pf[:, 1:]], 1)
+    full = np.concatenate([np.repeat(pf[:, :1], g, 1), pf[:, 1:]], 1)
+
+    def likelihood(v, mu, var, w):
+        lik = np.exp(-0.5 * (v[:, None] - mu) ** 2 / var) / np.sqrt(var)
+        lik[:, :g] *= w[:g] / w[:g].sum()
+        return lik
+
     for _ in range(iterations):
         w = resp.sum(0) + 1e-6
-        mu = (resp * x[:, None]).sum(0) / w
-        var = (resp * (x[:, None] - mu) ** 2).sum(0) / w + 1e-6
-        lik = np.exp(-0.5 * (x[:, None] - mu) ** 2 / var) / np.sqrt(var)
-        lik[:, :g] *= w[:g] / w[:g].sum()
-        resp = full * lik
+        mu = (resp * xf[:, None]).sum(0) / w
+        var = (resp * (xf[:, None] - mu) ** 2).sum(0) / w + 1e-6
+        resp = full * likelihood(xf, mu, var, w)
         resp /= resp.sum(1, keepdims=True)
-    return np.concatenate([resp[:, :g].sum(1, keepdims=True), resp[:, g:]], 1)
+    lik = likelihood(x, mu, var, w)
+    per_class = np.concatenate([lik[:, :g].sum(1, keepdims=True), lik[:, g:]], 1)
+    out = prior * per_class ** (1 / power)
+    return out / out.sum(1, keepdims=True)
 
 
 def _scene(seed=0, shape=(40, 36), noise=0.12):
@@ -65,26 +75,72 @@ def test_the_scan_corrects_what_the_prior_got_wrong_and_the_scale_does_not_matte
     np.testing.assert_allclose(scaled, out, atol=1e-4)
 
 
-def test_voxels_far_from_the_brain_and_certain_background_keep_their_probabilities():
-    image, probs = _scene3d()
-    out = refine(torch.from_numpy(image), torch.from_numpy(probs), margin=2).numpy()
-    region = fit_region(torch.from_numpy(probs), 2).numpy()
-    kept = ~region | (probs[0] >= 1 - 1e-6)
-    np.testing.assert_array_equal(out[:, kept], probs[:, kept])
-    assert np.abs(out[:, ~kept] - probs[:, ~kept]).max() > 1e-3
-    np.testing.assert_allclose(out.sum(0), 1, atol=1e-5)
-
-
-def _scene3d():
-    rng = np.random.default_rng(5)
-    image = np.zeros((24, 24, 20), np.float32)
-    probs = np.zeros((3, 24, 24, 20), np.float32)
+def _scene3d(seed=5):
+    """A 3D brain-like block with uncertain probabilities, zero padding next to it (certain background), and
+    uncertain voxels most likely background far from it."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((30, 24, 20), np.float32)
+    probs = np.zeros((3, 30, 24, 20), np.float32)
     probs[0] = 1.0  # outside the support: certain background
     image[4:20, 4:20, 4:16] = 0.3 + 0.05 * rng.standard_normal((16, 16, 12))
     image[8:16, 8:16, 6:14] = 0.8 + 0.05 * rng.standard_normal((8, 8, 8))
     soft = rng.dirichlet([1, 1, 1], (16, 16, 12)).astype(np.float32)
     probs[:, 4:20, 4:20, 4:16] = np.moveaxis(soft, -1, 0)
+    image[4:20, 4:20, 16:18] = 0.5 + 0.05 * rng.standard_normal((16, 16, 2))  # a rim along the last axis:
+    probs[:, 4:20, 4:20, 16:18] = np.array([0.7, 0.2, 0.1], np.float32)[:, None, None, None]  # likely background
+    image[26:29, 4:20, 4:16] = 0.8  # far from the brain: background, not certain
+    probs[:, 26:29, 4:20, 4:16] = np.array([0.6, 0.3, 0.1], np.float32)[:, None, None, None]
     return image, probs
+
+
+def test_the_3d_fit_on_a_draw_of_the_region_matches_the_numpy_em():
+    from scipy import ndimage
+
+    image, probs = _scene3d()
+    out = refine(torch.from_numpy(image), torch.from_numpy(probs), margin=2, sample=1500).numpy()
+    brain = probs[1:].max(0) > probs[0]
+    region = ndimage.maximum_filter(brain, size=5) & (probs[0] < 1 - 1e-6)  # chessboard dilation by 2
+    assert 1500 < region.sum() < region.size
+    x = image[region].astype(np.float64)
+    x = (x - x.mean()) / x.std(ddof=1)
+    fit = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:1500].numpy()  # refine's draw
+    expected = _numpy_em(x, probs[:, region].T.astype(np.float64), 3, 2.0, 20, fit)
+    np.testing.assert_allclose(out[:, region].T, expected, atol=2e-4)
+    np.testing.assert_array_equal(out[:, ~region], probs[:, ~region])  # the far voxels and the padding
+    assert np.abs(out[:, region] - probs[:, region]).max() > 1e-2
+    np.testing.assert_allclose(out.sum(0), 1, atol=1e-5)
+
+
+def test_certain_background_stays_out_of_the_fit():
+    image, probs = _scene3d()
+    out = refine(torch.from_numpy(image), torch.from_numpy(probs)).numpy()
+    bright = image.copy()
+    bright[probs[0] == 1.0] = 5.0  # the padding next to the brain: it would pull a background Gaussian
+    np.testing.assert_allclose(refine(torch.from_numpy(bright), torch.from_numpy(probs)).numpy(), out, atol=1e-6)
+
+
+def test_too_few_voxels_to_fit_changes_nothing():
+    image, probs = _scene3d()
+    probs[:] = 0.0
+    probs[0] = 1.0
+    probs[:, 10, 10, 10] = [0.2, 0.5, 0.3]  # one voxel of brain: 27 in the region, fewer than 10 per component
+    np.testing.assert_array_equal(refine(torch.from_numpy(image), torch.from_numpy(probs), margin=1).numpy(),
+                                  probs)
+
+
+def test_an_outlier_only_an_impossible_class_explains_still_gets_probabilities_summing_to_1():
+    image, probs, _ = _scene(4)
+    probs[:, 20, 20] = [0.5, 0.5, 0.0]
+    image[20, 20] = 50.0
+    out = refine(torch.from_numpy(image), torch.from_numpy(probs)).numpy()
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(0), 1, atol=1e-5)
+
+
+def test_a_flat_likelihood_leaves_the_networks_probabilities():
+    _, probs, _ = _scene(6)
+    out = refine(torch.full(probs.shape[1:], 3.0), torch.from_numpy(probs)).numpy()
+    np.testing.assert_allclose(out, probs, atol=1e-5)
 
 
 def test_a_strong_prior_keeps_the_networks_clear_labels():
@@ -108,7 +164,8 @@ def test_fit_region_is_a_chessboard_dilation_of_the_predicted_brain():
     assert torch.equal(region, expected)
 
 
-@pytest.mark.parametrize("bad", [dict(prior_power=0.0), dict(background_components=0), dict(iterations=0)])
+@pytest.mark.parametrize("bad", [dict(prior_power=0.0), dict(background_components=0), dict(iterations=0),
+                                 dict(margin=1.5), dict(margin=-1), dict(sample=0)])
 def test_bad_settings_and_shapes_are_refused(bad):
     image, probs, _ = _scene()
     with pytest.raises(ValueError):

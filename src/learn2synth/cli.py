@@ -303,8 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _innermost(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)command parser of a command line: ``learn2synth gan train``'s for ``gan train ...``."""
+    for token in argv:
+        if parser._subparsers is None:  # argparse keeps its subcommand table there (stable since 3.2)
+            break
+        choices = parser._subparsers._group_actions[0].choices
+        if token not in choices:
+            break
+        parser = choices[token]
+    return parser
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the subcommand that got them (argparse reports them at the top level)
+        command = _innermost(parser, list(sys.argv[1:] if argv is None else argv))
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except Learn2SynthError as e:
