@@ -1,5 +1,6 @@
 """Random skull stripping: non-brain labels beyond a margin become 0; nothing else changes."""
 
+import pytest
 import torch
 
 from learn2synth.synth import SynthConfig, Synthesizer
@@ -42,3 +43,15 @@ def test_synthesizer_strips_with_the_configured_probability_and_keeps_targets():
     assert torch.equal(target, labels)  # targets are the labels' own (no mapping here)
     g = torch.Generator().manual_seed(0)
     assert not bool(sample_strip(1000, prob=0.3, generator=g)["strip"].float().mean().sub(0.3).abs() > 0.05)
+
+
+@pytest.mark.parametrize("shape, radius", [((2, 1, 17, 13), 2), ((1, 1, 9, 11, 8), 3), ((1, 1, 6, 7), 0)])
+def test_dilate_is_scipys_chessboard_dilation(shape, radius):
+    from scipy import ndimage
+
+    from learn2synth.synth._util import dilate
+
+    mask = (torch.rand(shape, generator=torch.Generator().manual_seed(1)) > 0.93).float()
+    expected = ndimage.maximum_filter(mask.numpy(), size=(1, 1, *[2 * radius + 1] * (len(shape) - 2)),
+                                      mode="constant")
+    assert torch.equal(dilate(mask, radius), torch.from_numpy(expected))

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from ._util import dilate
 
 
 def sample_strip(batch: int, *, prob: float = 0.5, margin: Sequence[int] = (0, 3),
@@ -39,13 +40,11 @@ def brain_mask(labels: torch.Tensor, strip_lut: torch.Tensor, margin: torch.Tens
     """
     brain = ~strip_lut[labels]
     keep = brain.clone()
-    pool = F.max_pool2d if labels.ndim == 4 else F.max_pool3d
     for radius in margin.unique().tolist():
         if radius == 0:
             continue
         items = (margin == radius).nonzero().flatten()
-        grown = pool(brain[items].float(), kernel_size=2 * radius + 1, stride=1, padding=radius) > 0
-        keep[items] = grown
+        keep[items] = dilate(brain[items].float(), radius) > 0
     return keep
 
 
