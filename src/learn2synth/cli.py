@@ -175,7 +175,8 @@ def _segment_parser(sub) -> None:
     p.add_argument("--out", required=True,
                    help="output label map (when INPUT is a file and this has an image extension) or folder")
     p.add_argument("--vol", help="also write a CSV of the volume (mm^3) of each tissue class in each scan")
-    p.add_argument("--posteriors", action="store_true", help="also write class probabilities, <name>_posteriors")
+    p.add_argument("--posteriors", action="store_true",
+                   help="also write class probabilities, <name>_posteriors (one channel per class, in label order)")
     p.add_argument("--model", action="append",
                    help="checkpoint or run folder; repeat it to average several models' probabilities (default: the "
                         "shipped brain tissue models, one per view)")
